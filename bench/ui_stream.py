@@ -1,0 +1,167 @@
+"""The headless app streaming a 512-token reply, against the engine alone.
+
+Measured side by side in one run (interleaved rounds, same model, same prompt,
+EOS banned so every reply is exactly --tokens long):
+- tokens/s end to end through the UI (Enter -> last chunk rendered) vs the engine
+  alone (call -> last token), goal ratio >= 0.95;
+- event-loop lag during streaming (a 10 ms ticker's overshoot), goal p99 <= 50 ms;
+- start -> first frame, next to the model's load time (the frame must not wait).
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from tars_tui.app import make_app
+from tars_tui.config import Config, load_config
+from tars_tui.llm import ChatMessage, LLMEngine, Reply
+from tars_tui.messages import ReplyChunk, ReplyFinished
+
+PROMPT = "Write a long story about a lighthouse keeper and the sea."
+TICK_S = 0.010
+
+
+class BanEosEngine(LLMEngine):
+    """The real engine, told to never stop early so each reply has the same length."""
+
+    def stream(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        kwargs.setdefault("logit_bias", {self.eos_token_id: -100.0})
+        return super().stream(*args, **kwargs)
+
+
+def engine_alone(engine: LLMEngine, system: str) -> tuple[float, int]:
+    reply = Reply()
+    t0 = time.perf_counter()
+    for _ in engine.stream(system, [ChatMessage(role="user", content=PROMPT)], reply=reply):
+        pass
+    assert reply.metrics is not None and reply.metrics.completion_tokens
+    return time.perf_counter() - t0, reply.metrics.completion_tokens
+
+
+async def through_ui(config: Config, engine: LLMEngine) -> dict[str, float]:
+    chunks = 0
+    done = asyncio.Event()
+    t_end = 0.0
+
+    def hook(message: object) -> None:
+        nonlocal chunks, t_end
+        if isinstance(message, ReplyChunk):
+            chunks += 1
+        elif isinstance(message, ReplyFinished):
+            t_end = time.perf_counter()
+            done.set()
+
+    app = make_app(config, engine=engine)
+    lags: list[float] = []
+    async with app.run_test(size=(120, 40), message_hook=hook) as pilot:
+        assert app.chat is not None
+        app.chat.session.new_conversation()
+
+        async def ticker() -> None:
+            while not done.is_set():
+                t = time.perf_counter()
+                await asyncio.sleep(TICK_S)
+                lags.append((time.perf_counter() - t - TICK_S) * 1000)
+
+        tick = asyncio.create_task(ticker())
+        t0 = time.perf_counter()
+        app.chat.send(PROMPT)
+        await asyncio.wait_for(done.wait(), 600)
+        await pilot.pause()  # the final chunk is rendered
+        t_rendered = time.perf_counter()
+        await tick
+        reply = app.chat.query("AssistantMessage").last()
+        text_len = len(getattr(reply, "text", ""))
+    assert t_end
+    lags.sort()
+    return {
+        "seconds": t_rendered - t0,
+        "chunks": chunks,
+        "text_chars": text_len,
+        "lag_p50_ms": lags[len(lags) // 2],
+        "lag_p99_ms": lags[min(len(lags) - 1, int(len(lags) * 0.99))],
+        "lag_max_ms": lags[-1],
+    }
+
+
+async def first_frame(config: Config) -> dict[str, float]:
+    engine = LLMEngine(config.llm)
+    t0 = time.perf_counter()
+    app = make_app(config, engine=engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        frame = time.perf_counter() - t0
+        loaded_before_frame = engine.is_ready
+        while not engine.is_ready:
+            await asyncio.sleep(0.005)
+        loaded = time.perf_counter() - t0
+    return {
+        "first_frame_ms": frame * 1000,
+        "model_ready_ms": loaded * 1000,
+        "model_was_ready_at_first_frame": float(loaded_before_frame),
+    }
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, object]:
+    with TemporaryDirectory() as tmp:
+        base = load_config(env={})
+        config = dataclasses.replace(
+            base,
+            llm=dataclasses.replace(base.llm, max_tokens=args.tokens, n_ctx=2048, temperature=0.0),
+            storage=dataclasses.replace(base.storage, data_dir=str(Path(tmp) / "data")),
+        )
+        engine = BanEosEngine(config.llm)
+        engine.load()
+        engine_alone(engine, config.llm.system_prompt)  # warm
+        alone_tps, ui_tps, lag_p99, lag_max, chunks = [], [], [], [], []
+        tokens = 0
+        for _ in range(args.rounds):
+            secs, tokens = engine_alone(engine, config.llm.system_prompt)
+            alone_tps.append(tokens / secs)
+            ui = await through_ui(config, engine)
+            ui_tps.append(tokens / ui["seconds"])
+            lag_p99.append(ui["lag_p99_ms"])
+            lag_max.append(ui["lag_max_ms"])
+            chunks.append(ui["chunks"])
+        frame = await first_frame(config)
+    med = statistics.median
+    return {
+        "bench": "ui_stream",
+        "tokens_per_reply": tokens,
+        "rounds": args.rounds,
+        "ui_tokens_per_s_median": round(med(ui_tps), 1),
+        "engine_tokens_per_s_median": round(med(alone_tps), 1),
+        "ui_vs_engine_ratio": round(med(ui_tps) / med(alone_tps), 3),
+        "ui_vs_engine_goal": 0.95,
+        "event_loop_lag_p99_ms": round(max(lag_p99), 1),
+        "event_loop_lag_max_ms": round(max(lag_max), 1),
+        "event_loop_lag_goal_ms": 50.0,
+        "chunks_per_reply_median": med(chunks),
+        "repaint_hz_config": config.ui.repaint_hz,
+        "first_frame_ms": round(frame["first_frame_ms"], 1),
+        "model_ready_ms": round(frame["model_ready_ms"], 1),
+        "model_was_ready_at_first_frame": bool(frame["model_was_ready_at_first_frame"]),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tokens", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=3)
+    print(json.dumps(asyncio.run(main_async(parser.parse_args()))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The memory layers PC1 uses: conversations (SQLite), projects, semantic memory."""

@@ -1,0 +1,1 @@
+"""TARS node daemon (PC2): embeddings, vector search and ingestion over ZeroMQ."""

@@ -1,0 +1,1 @@
+"""TARS: the PC1 terminal app."""

@@ -1,0 +1,178 @@
+"""`tars`: the TUI by default, plus plain mode, ask, config, models, doctor and voice tools.
+
+Heavy imports (Textual, llama.cpp, Whisper) happen inside the subcommand that
+needs them, so `tars config` and `tars --help` answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tars_tui.config import Config, ConfigError, effective_items, load_config, render_template
+
+EXIT_CONFIG = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tars", description="TARS: a private assistant in your terminal."
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="use this config file instead of ~/.config/tars/config.toml",
+    )
+    parser.add_argument(
+        "--plain", action="store_true", help="line mode for SSH sessions and screen readers"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("tui", help="the full-screen app (the default)")
+    ask = sub.add_parser("ask", help="one reply to stdout, for pipes")
+    ask.add_argument("question", help="the question; - reads it from stdin")
+    cfg = sub.add_parser("config", help="print the effective config and where each value came from")
+    cfg.add_argument(
+        "--template", action="store_true", help="print the documented default config.toml instead"
+    )
+    sub.add_parser("models", help="list the GGUF model files found on this machine")
+    sub.add_parser("doctor", help="check the model, GPU, audio and node set-up")
+    tr = sub.add_parser("transcribe", help="transcribe an audio file through the voice pipeline")
+    tr.add_argument("file", type=Path)
+    tr.add_argument("--partials", action="store_true", help="print partial transcripts too")
+    sub.add_parser("devices", help="list audio input devices for [voice] input_device")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    if args.command == "config" and args.template:
+        print(render_template(), end="")
+        return 0
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"tars: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    command = args.command or ("plain" if args.plain else "tui")
+    handlers = {
+        "tui": _run_tui,
+        "plain": _run_plain,
+        "ask": _run_ask,
+        "config": _run_config,
+        "models": _run_models,
+        "doctor": _run_doctor,
+        "transcribe": _run_transcribe,
+        "devices": _run_devices,
+    }
+    return handlers[command](config, args)
+
+
+def _run_tui(config: Config, args: argparse.Namespace) -> int:
+    if args.plain:
+        return _run_plain(config, args)
+    from tars_tui.app import make_app
+
+    make_app(config).run()
+    return 0
+
+
+def _run_plain(config: Config, args: argparse.Namespace) -> int:
+    from tars_tui.plain import run_plain
+
+    return run_plain(config)
+
+
+def _run_ask(config: Config, args: argparse.Namespace) -> int:
+    from tars_tui.llm import ChatMessage, LLMEngine, ModelError
+
+    question = sys.stdin.read() if args.question == "-" else args.question
+    if not question.strip():
+        print("tars ask: empty question", file=sys.stderr)
+        return 1
+    engine = LLMEngine(config.llm)
+    try:
+        engine.load()
+        history = [ChatMessage(role="user", content=question.strip())]
+        for piece in engine.stream(config.llm.system_prompt, history):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    except ModelError as exc:
+        print(f"tars ask: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.close()
+    sys.stdout.write("\n")
+    return 0
+
+
+def _run_config(config: Config, args: argparse.Namespace) -> int:
+    from tars_tui.config import toml_value
+
+    rows = effective_items(config)
+    width = max(len(k) for k, _, _ in rows)
+    for key, value, source in rows:
+        print(f"{key:<{width}} = {toml_value(value):<40} # {source}")
+    return 0
+
+
+def _run_models(config: Config, args: argparse.Namespace) -> int:
+    from tars_tui.model_discovery import find_gguf_models
+
+    found = find_gguf_models(config)
+    if not found:
+        print("No GGUF files found. Put one in ~/.cache/llama.cpp or set [llm] model_path.")
+        return 1
+    for m in found:
+        print(f"{m.size_bytes / 2**20:8.0f} MiB  {m.source:<13} {m.name:<40} {m.path}")
+    return 0
+
+
+def _run_doctor(config: Config, args: argparse.Namespace) -> int:
+    from tars_tui.doctor import run_checks
+
+    ok = True
+    for check in run_checks(config):
+        mark = "ok " if check.ok else ("-- " if check.optional else "!! ")
+        ok = ok and (check.ok or check.optional)
+        print(f"{mark} {check.name:<12} {check.detail}")
+    return 0 if ok else 1
+
+
+def _run_transcribe(config: Config, args: argparse.Namespace) -> int:
+    from tars_tui.voice.capture import VoiceUnavailable
+    from tars_tui.voice.transcribe import transcribe_file
+
+    def show_partial(committed: str, tentative: str) -> None:
+        print(f"… {committed} [{tentative}]".rstrip(" []"), file=sys.stderr, flush=True)
+
+    try:
+        text = transcribe_file(
+            args.file, config.voice, on_partial=show_partial if args.partials else None
+        )
+    except (VoiceUnavailable, OSError) as exc:
+        print(f"tars transcribe: {exc}", file=sys.stderr)
+        return 1
+    print(text)
+    return 0
+
+
+def _run_devices(config: Config, args: argparse.Namespace) -> int:
+    from tars_tui.voice.capture import VoiceUnavailable, list_input_devices
+
+    try:
+        devices = list_input_devices()
+    except VoiceUnavailable as exc:
+        print(f"tars devices: {exc}", file=sys.stderr)
+        return 1
+    for d in devices:
+        print(d)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""`tars doctor`: what works on this machine, and how to fix what does not."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+
+from tars_tui.config import Config
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    optional: bool = False
+
+
+def run_checks(config: Config) -> list[Check]:
+    return [
+        _check_model(config),
+        _check_llama(config),
+        _check_gpu(),
+        _check_audio(config),
+        _check_data_dir(config),
+        _check_node(config),
+    ]
+
+
+def _check_model(config: Config) -> Check:
+    from tars_tui.llm import ModelError, check_gguf, resolve_model_path
+
+    try:
+        path = resolve_model_path(config.llm)
+        check_gguf(path)
+    except ModelError as exc:
+        return Check("model", False, str(exc))
+    return Check("model", True, f"{path} ({path.stat().st_size / 2**20:.0f} MiB)")
+
+
+def _check_llama(config: Config) -> Check:
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        return Check("llama.cpp", False, f"llama-cpp-python is not installed ({exc}); run make")
+    gpu = bool(llama_cpp.llama_supports_gpu_offload())
+    detail = f"llama-cpp-python {llama_cpp.__version__}, GPU offload {'yes' if gpu else 'no'}"
+    if config.llm.n_gpu_layers and not gpu:
+        detail += (
+            " — [llm] n_gpu_layers is set but this build is CPU-only: reinstall with "
+            "CMAKE_ARGS=-DGGML_CUDA=on"
+        )
+        return Check("llama.cpp", False, detail, optional=True)
+    return Check("llama.cpp", True, detail)
+
+
+def _check_gpu() -> Check:
+    from node_daemon.sysinfo import snapshot
+
+    reading = snapshot()
+    if not reading.gpus:
+        return Check("gpu", False, reading.gpu_error or "no NVIDIA GPU", optional=True)
+    names = ", ".join(f"GPU{g.index} {g.name}" for g in reading.gpus)
+    return Check("gpu", True, names)
+
+
+def _check_audio(config: Config) -> Check:
+    if not config.voice.enabled:
+        return Check("voice", False, "disabled in config ([voice] enabled = false)", optional=True)
+    from tars_tui.voice.capture import VoiceUnavailable, list_input_devices
+
+    try:
+        devices = list_input_devices()
+    except VoiceUnavailable as exc:
+        return Check("voice", False, str(exc), optional=True)
+    if not devices:
+        return Check("voice", False, "no input device: plug in a microphone", optional=True)
+    return Check("voice", True, f"{len(devices)} input device(s); `tars devices` lists them")
+
+
+def _check_data_dir(config: Config) -> Check:
+    path = config.data_dir
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return Check("data", False, f"cannot create {path}: {exc.strerror}")
+    if not os.access(path, os.W_OK):
+        return Check("data", False, f"{path} is not writable")
+    free = shutil.disk_usage(path).free / 2**30
+    return Check("data", True, f"{path} ({free:.0f} GiB free)")
+
+
+def _check_node(config: Config) -> Check:
+    endpoint = config.node.endpoint
+    if endpoint == "auto":
+        return Check("node", True, "auto: tars starts a local node on loopback")
+    return Check("node", True, f"remote node at {endpoint}")

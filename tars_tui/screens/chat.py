@@ -1,0 +1,280 @@
+"""The chat screen: transcript, prompt, panels; the TUI's command host."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from memory.conversation_store import Conversation
+from tars_tui import commands
+from tars_tui.batching import ChunkBatcher
+from tars_tui.commands import Style
+from tars_tui.llm import ModelError
+from tars_tui.messages import ReplyChunk, ReplyFailed, ReplyFinished
+from tars_tui.screens.history import HistoryScreen
+from tars_tui.session import ChatSession
+from tars_tui.widgets.panels import LatencyPanel, SystemPanel
+from tars_tui.widgets.prompt import CompletionList, PromptInput
+from tars_tui.widgets.transcript import AssistantMessage, Transcript
+
+if TYPE_CHECKING:
+    from tars_tui.app import TarsApp
+
+
+class StatusLine(Static):
+    DEFAULT_CSS = """
+    StatusLine { height: 1; padding: 0 1; color: $text-muted; }
+    """
+
+
+class ChatScreen(Screen[None]):
+    BINDINGS = [
+        Binding("escape", "cancel", "Stop reply"),
+        Binding("f1", "help", "Help"),
+        Binding("f2", "toggle_panels", "Panels"),
+        Binding("ctrl+n", "new_chat", "New chat"),
+        Binding("ctrl+o", "history", "History"),
+        Binding("ctrl+y", "copy_code", "Copy code"),
+    ]
+
+    def __init__(self, session: ChatSession) -> None:
+        super().__init__()
+        self.session = session
+        self._stop = threading.Event()
+        self._reply: AssistantMessage | None = None
+        self.generating = False
+
+    @property
+    def tars(self) -> TarsApp:
+        return cast("TarsApp", self.app)
+
+    def compose(self) -> ComposeResult:
+        yield Header(icon="◆")
+        with Horizontal(id="body"):
+            with Vertical(id="main"):
+                yield Transcript(id="transcript")
+                yield StatusLine("", id="status")
+                yield CompletionList(id="completions")
+                yield PromptInput(id="prompt")
+            with Vertical(id="side"):
+                yield LatencyPanel(self.session.latency, id="latency")
+                yield SystemPanel("PC1", id="system")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        self.query_one("#side").display = self.session.config.ui.show_panels
+        self.query_one(PromptInput).focus()
+        await self.render_conversation()
+        self.set_status()
+
+    # -- status and header ---------------------------------------------------
+
+    def set_status(self, text: str | None = None) -> None:
+        if text is None:
+            engine = self.session.engine
+            if engine.is_ready:
+                text = "ready · Enter send · ctrl+j newline · / commands"
+            elif engine.load_error is not None:
+                text = f"⚠ no model: {engine.load_error}"
+            else:
+                text = f"loading {engine.model_name}… (you can type already)"
+        self.query_one(StatusLine).update(text)
+        conv = self.session.conversation
+        title = conv.title if conv and conv.title else "new conversation"
+        self.title = "TARS"
+        self.sub_title = f"{self.session.engine.model_name} · {title}"
+
+    # -- rendering -----------------------------------------------------------
+
+    async def render_conversation(self) -> None:
+        transcript = self.query_one(Transcript)
+        await transcript.clear()
+        for m in self.session.messages():
+            if m.role == "user":
+                transcript.add_user(m.text)
+            elif m.role == "assistant":
+                reply = transcript.add_assistant(m.text)
+                await reply.finish(
+                    m.metrics,
+                    cancelled=m.status == "cancelled",
+                    error=(m.error or "failed") if m.status == "error" else None,
+                )
+        transcript.scroll_end(animate=False)
+
+    # -- CommandHost ---------------------------------------------------------
+
+    def say(self, text: str, style: Style = "info") -> None:
+        self.query_one(Transcript).add_note(text, style)
+
+    def clear_view(self) -> None:
+        self.run_worker(self.query_one(Transcript).clear(), group="view")
+
+    def reload_view(self) -> None:
+        self.run_worker(self.render_conversation(), group="view")
+        self.set_status()
+
+    def choose_conversation(self, conversations: list[Conversation]) -> None:
+        def opened(conv_id: int | None) -> None:
+            if conv_id is not None:
+                self.session.open(conv_id)
+                self.reload_view()
+
+        self.app.push_screen(HistoryScreen(conversations), opened)
+
+    def switch_model(self, path: Path) -> None:
+        if self.generating:
+            self.say(
+                "Wait for the reply to finish (or press Esc) before switching models.", "error"
+            )
+            return
+        self.say(f"Loading {path}…")
+        self.tars.load_model(path)
+
+    def quit(self) -> None:
+        self.app.exit()
+
+    # -- sending -------------------------------------------------------------
+
+    @on(PromptInput.Submitted)
+    def submitted(self, event: PromptInput.Submitted) -> None:
+        self.query_one(CompletionList).close()
+        event.prompt.completion_open = False
+        if commands.dispatch(self, event.text):
+            return
+        self.send(event.text)
+
+    def send(self, text: str) -> None:
+        if self.generating:
+            self.notify(
+                "A reply is still streaming: wait, or press Esc to stop it.", severity="warning"
+            )
+            self.query_one(PromptInput).load_text(text)
+            return
+        transcript = self.query_one(Transcript)
+        transcript.add_user(text)
+        self._reply = transcript.add_assistant()
+        transcript.scroll_end(animate=False)
+        self.generating = True
+        self._stop.clear()
+        if not self.session.engine.is_ready:
+            self.set_status("waiting for the model to load…  Esc to stop")
+        else:
+            self.set_status("generating…  Esc to stop")
+        self.generate(text)
+
+    @work(thread=True, exclusive=True, group="llm", exit_on_error=False)
+    def generate(self, text: str) -> None:
+        worker = get_current_worker()
+        def emit(chunk: str) -> None:
+            self.post_message(ReplyChunk(chunk))
+
+        batcher = ChunkBatcher(self.session.config.ui.repaint_hz, emit)
+        try:
+            result = self.session.run_turn(
+                text,
+                on_piece=batcher.add,
+                should_stop=lambda: self._stop.is_set() or worker.is_cancelled,
+            )
+        except ModelError as exc:
+            self.post_message(ReplyFailed(str(exc)))
+            return
+        self.post_message(ReplyFinished(result, batcher.drain()))
+
+    async def on_reply_chunk(self, message: ReplyChunk) -> None:
+        if self._reply is not None:
+            await self._reply.append(message.text)
+
+    async def on_reply_finished(self, message: ReplyFinished) -> None:
+        reply, self._reply = self._reply, None
+        self.generating = False
+        if reply is not None:
+            await reply.append(message.tail)
+            await reply.finish(message.result.metrics, cancelled=message.result.cancelled)
+        self.query_one(LatencyPanel).refresh_figures()
+        self.set_status()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # An unexpected failure of a turn (the app reports it) must not leave the
+        # prompt thinking a reply is still streaming.
+        if event.worker.group == "llm" and event.state is WorkerState.ERROR:
+            self.post_message(ReplyFailed(f"internal error: {event.worker.error!r}"))
+
+    async def on_reply_failed(self, message: ReplyFailed) -> None:
+        reply, self._reply = self._reply, None
+        self.generating = False
+        if reply is not None:
+            await reply.finish(None, cancelled=False, error=message.error)
+        self.set_status()
+
+    # -- completion ------------------------------------------------------------
+
+    @on(PromptInput.Changed)
+    def prompt_changed(self, event: PromptInput.Changed) -> None:
+        prompt = cast(PromptInput, event.text_area)
+        completions = self.query_one(CompletionList)
+        if prompt.browsing_history:  # up/down keep walking the history
+            completions.close()
+            prompt.completion_open = False
+        else:
+            prompt.completion_open = completions.show_for(prompt.text)
+
+    @on(PromptInput.CompletionKey)
+    def completion_key(self, event: PromptInput.CompletionKey) -> None:
+        completions = self.query_one(CompletionList)
+        prompt = self.query_one(PromptInput)
+        if event.key == "up":
+            completions.action_cursor_up()
+        elif event.key == "down":
+            completions.action_cursor_down()
+        elif event.key == "escape":
+            completions.close()
+            prompt.completion_open = False
+        else:  # tab or enter: take the highlighted command
+            name = completions.chosen()
+            completions.close()
+            prompt.completion_open = False
+            if name:
+                prompt.load_text(f"/{name} ")
+                prompt.move_cursor(prompt.document.end)
+
+    # -- actions -------------------------------------------------------------
+
+    def action_cancel(self) -> None:
+        if self.generating:
+            self._stop.set()
+            self.set_status("stopping…")
+
+    def action_toggle_panels(self) -> None:
+        side = self.query_one("#side")
+        side.display = not side.display
+
+    def action_new_chat(self) -> None:
+        commands.dispatch(self, "/new")
+
+    def action_history(self) -> None:
+        commands.dispatch(self, "/history")
+
+    def action_help(self) -> None:
+        commands.dispatch(self, "/help")
+
+    def action_copy_code(self) -> None:
+        reply = self.query_one(Transcript).last_reply
+        code = reply.last_code if reply else None
+        if code is None:
+            self.notify("No code block in the last reply.", severity="warning")
+            return
+        self.app.copy_to_clipboard(code)
+        self.notify("Code copied to the clipboard.", timeout=2)
+
+    def run_command(self, line: str) -> None:
+        """Entry point for the command palette."""
+        commands.dispatch(self, line)

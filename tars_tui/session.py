@@ -1,0 +1,128 @@
+"""A chat session: the active conversation, its persistence and one turn end to end.
+
+UI-agnostic and blocking: the TUI runs ``run_turn`` in a thread worker, plain
+mode and ``tars ask`` call it directly. Every message is committed the moment it
+is complete; a reply in progress is checkpointed so a crash keeps its text.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from memory.conversation_store import (
+    Conversation,
+    ConversationStore,
+    Message,
+    ReplyMetrics,
+    Status,
+)
+from tars_tui.config import Config
+from tars_tui.llm import ChatMessage, LLMEngine, ModelError, Reply
+from tars_tui.telemetry import LatencySeries
+
+CHECKPOINT_INTERVAL_S = 1.0
+STAGES = ("ttft_ms", "tokens_per_s", "total_ms")
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    text: str
+    cancelled: bool
+    metrics: ReplyMetrics | None
+    message_id: int
+
+
+class ChatSession:
+    def __init__(self, config: Config, engine: LLMEngine, store: ConversationStore) -> None:
+        self.config = config
+        self.engine = engine
+        self.store = store
+        self.system_prompt = config.llm.system_prompt
+        self.conversation: Conversation | None = None
+        self.latency = LatencySeries(maxlen=config.ui.sparkline_points)
+
+    # -- conversations -----------------------------------------------------
+
+    def reopen_last(self) -> Conversation | None:
+        self.conversation = self.store.latest_conversation()
+        return self.conversation
+
+    def new_conversation(self) -> None:
+        """Start afresh; the conversation row is created with its first message."""
+        self.conversation = None
+
+    def open(self, conversation_id: int) -> Conversation:
+        conv = self.store.get_conversation(conversation_id)
+        if conv is None:
+            raise KeyError(conversation_id)
+        self.conversation = conv
+        return conv
+
+    def messages(self) -> list[Message]:
+        if self.conversation is None:
+            return []
+        return self.store.messages(self.conversation.id)
+
+    def history(self) -> list[ChatMessage]:
+        """What the model is shown of this conversation (errors left out)."""
+        out: list[ChatMessage] = []
+        for m in self.messages():
+            if m.role in ("user", "assistant") and m.status != "error" and m.text:
+                out.append({"role": m.role, "content": m.text})
+        return out
+
+    def _ensure_conversation(self) -> Conversation:
+        if self.conversation is None:
+            conv_id = self.store.create_conversation(model=self.engine.model_name)
+            self.conversation = self.store.get_conversation(conv_id)
+            assert self.conversation is not None
+        return self.conversation
+
+    # -- one turn ------------------------------------------------------------
+
+    def run_turn(
+        self,
+        text: str,
+        *,
+        on_piece: Callable[[str], None] = lambda _: None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> TurnResult:
+        """Store the user's message, stream and store the reply. Blocks."""
+        conv = self._ensure_conversation()
+        history = [*self.history(), ChatMessage(role="user", content=text)]
+        self.store.add_message(conv.id, "user", text, model=self.engine.model_name)
+        reply_id = self.store.begin_reply(conv.id, model=self.engine.model_name)
+        reply = Reply()
+        last_checkpoint = time.monotonic()
+        try:
+            for piece in self.engine.stream(
+                self.system_prompt, history, should_stop=should_stop, reply=reply
+            ):
+                on_piece(piece)
+                now = time.monotonic()
+                if now - last_checkpoint >= CHECKPOINT_INTERVAL_S:
+                    self.store.checkpoint_reply(reply_id, reply.text)
+                    last_checkpoint = now
+        except ModelError as exc:
+            self.store.finish_reply(reply_id, reply.text, status="error", error=str(exc))
+            raise
+        status: Status = "cancelled" if reply.cancelled else "complete"
+        self.store.finish_reply(reply_id, reply.text, status=status, metrics=reply.metrics)
+        if reply.metrics and not reply.cancelled:
+            for stage in STAGES:
+                value = getattr(reply.metrics, stage)
+                if value is not None:
+                    self.latency.record(stage, value)
+        self.conversation = self.store.get_conversation(conv.id)
+        return TurnResult(reply.text, reply.cancelled, reply.metrics, reply_id)
+
+    def export_markdown(self, path: Path) -> Path:
+        if self.conversation is None:
+            raise LookupError("nothing to export yet: this conversation has no messages")
+        path = path.expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.store.export_markdown(self.conversation.id), encoding="utf-8")
+        return path

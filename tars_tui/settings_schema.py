@@ -1,0 +1,33 @@
+"""Helpers for declaring config sections as frozen dataclasses.
+
+Each section lives beside the code that owns it (the daemon's in
+``node_daemon/settings.py``, voice in ``tars_tui/voice/settings.py``); the loader
+in ``tars_tui/config.py`` validates all of them the same way. Standard library
+only, so the daemon can use it without pulling in the TUI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+
+def setting(
+    default: Any,
+    doc: str,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    choices: Sequence[Any] | None = None,
+) -> Any:
+    """A dataclass field carrying its documentation and its allowed range."""
+    meta: dict[str, Any] = {"doc": doc}
+    if min is not None:
+        meta["min"] = min
+    if max is not None:
+        meta["max"] = max
+    if choices is not None:
+        meta["choices"] = tuple(choices)
+    # Lists are declared as tuple[...] so the sections stay hashable and frozen.
+    return dataclasses.field(default=default, metadata=meta)

@@ -1,0 +1,94 @@
+"""The side panels: latency of each stage, and the machines' GPU/CPU/RAM."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Sparkline, Static
+
+from node_daemon.sysinfo import SystemReading
+from tars_tui.telemetry import LatencySeries
+
+# Stages later issues fill in (speech-to-text, retrieval, node round trip) show
+# as "—" until they report.
+STAGE_LABELS = {
+    "ttft_ms": ("TTFT", "ms"),
+    "tokens_per_s": ("decode", "tok/s"),
+    "stt_ms": ("speech→text", "ms"),
+    "retrieval_ms": ("retrieval", "ms"),
+    "node_rtt_ms": ("node RTT", "ms"),
+}
+
+
+class LatencyPanel(Vertical):
+    DEFAULT_CSS = """
+    LatencyPanel { height: auto; border: round $primary 60%; border-title-color: $text; }
+    LatencyPanel Sparkline { height: 2; margin: 0 1; }
+    LatencyPanel #latency-rows { padding: 0 1; }
+    """
+
+    def __init__(self, series: LatencySeries, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.series = series
+        self.border_title = "Latency"
+
+    def compose(self) -> ComposeResult:
+        yield Static(self._rows(), id="latency-rows")
+        yield Sparkline([], id="tps-sparkline")
+
+    def refresh_figures(self) -> None:
+        self.query_one("#latency-rows", Static).update(self._rows())
+        self.query_one("#tps-sparkline", Sparkline).data = list(self.series.values("tokens_per_s"))
+
+    def _rows(self) -> str:
+        lines = []
+        for stage, (label, unit) in STAGE_LABELS.items():
+            last = self.series.last(stage)
+            value = f"{last:,.0f} {unit}" if last is not None else "—"
+            p50 = self.series.percentile(stage, 50)
+            extra = (
+                f" [dim]p50 {p50:,.0f}[/]" if p50 is not None and stage != "tokens_per_s" else ""
+            )
+            lines.append(f"{label:<12}[b]{value}[/]{extra}")
+        lines.append("[dim]tok/s, recent replies:[/]")
+        return "\n".join(lines)
+
+
+def describe_reading(reading: SystemReading) -> Text:
+    lines = []
+    if reading.gpus:
+        for g in reading.gpus:
+            temp = f" {g.temperature_c:.0f}°C" if g.temperature_c is not None else ""
+            power = f" {g.power_w:.0f} W" if g.power_w is not None else ""
+            lines.append(f"[b]GPU{g.index}[/] {escape(g.name)}")
+            lines.append(
+                f"  util {g.util_percent:3.0f}%  mem {g.mem_used_mb / 1024:.1f}/"
+                f"{g.mem_total_mb / 1024:.1f} GiB{temp}{power}"
+            )
+    else:
+        lines.append(f"[dim]{escape(reading.gpu_error or 'no NVIDIA GPU')}[/]")
+    lines.append(f"CPU  {reading.cpu_percent:5.1f}%")
+    lines.append(f"RAM  {reading.ram_used_mb / 1024:.1f}/{reading.ram_total_mb / 1024:.1f} GiB")
+    lines.append(f"RSS  {reading.rss_mb:,.0f} MiB")
+    return Text.from_markup("\n".join(lines))
+
+
+class SystemPanel(Static):
+    DEFAULT_CSS = """
+    SystemPanel { height: auto; border: round $primary 60%; padding: 0 1; }
+    """
+
+    def __init__(self, host: str, id: str | None = None) -> None:
+        super().__init__("[dim]sampling…[/]", id=id)
+        self.border_title = f"System · {host}"
+        self.reading: SystemReading | None = None
+
+    def show(self, reading: SystemReading) -> None:
+        self.reading = reading
+        self.update(describe_reading(reading))
+
+    def show_unavailable(self, why: str) -> None:
+        self.reading = None
+        self.update(Text(why, style="dim"))

@@ -1,0 +1,132 @@
+"""The conversation as it scrolls by: user turns, streamed Markdown replies, notes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from textual import events
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import Markdown, Static
+from textual.widgets._markdown import MarkdownFence, MarkdownStream
+
+from memory.conversation_store import ReplyMetrics
+from tars_tui.formatting import metrics_line
+
+NoteStyle = Literal["info", "error", "markdown"]
+
+
+class CopyableFence(MarkdownFence):
+    """A highlighted code block; a click copies its code to the clipboard."""
+
+    def on_click(self, event: events.Click) -> None:
+        self.app.copy_to_clipboard(self.code)
+        self.app.notify("Code copied to the clipboard.", timeout=2)
+
+
+class ReplyMarkdown(Markdown):
+    BLOCKS = {**Markdown.BLOCKS, "fence": CopyableFence, "code_block": CopyableFence}
+
+
+class UserMessage(Static):
+    DEFAULT_CSS = """
+    UserMessage { margin: 1 0 0 0; padding: 0 1; border-left: thick $accent; }
+    """
+
+
+class AssistantMessage(Vertical):
+    DEFAULT_CSS = """
+    AssistantMessage { height: auto; margin: 1 0 0 0; padding: 0 1; border-left: thick $success; }
+    AssistantMessage ReplyMarkdown { margin: 0; padding: 0; }
+    AssistantMessage .meta { color: $text-muted; height: auto; }
+    AssistantMessage.-cancelled { border-left: thick $warning; }
+    AssistantMessage.-error { border-left: thick $error; }
+    """
+
+    def __init__(self, text: str = "") -> None:
+        super().__init__()
+        self.text = text
+        self.body = ReplyMarkdown(text)
+        self.meta = Static("", classes="meta")
+        self._stream: MarkdownStream | None = None
+
+    def compose(self):  # type: ignore[no-untyped-def]
+        yield self.body
+        yield self.meta
+
+    async def append(self, fragment: str) -> None:
+        """Add streamed text; the Markdown stream coalesces what arrives while it renders."""
+        if not fragment:
+            return
+        self.text += fragment
+        if self._stream is None:
+            self._stream = Markdown.get_stream(self.body)
+        await self._stream.write(fragment)
+
+    async def finish(
+        self, metrics: ReplyMetrics | None, *, cancelled: bool, error: str | None = None
+    ) -> None:
+        if self._stream is not None:
+            await self._stream.stop()
+            self._stream = None
+        if not self.text.strip() and not error:
+            await self.body.update("*(no text)*")
+        self.set_class(cancelled, "-cancelled")
+        if error:
+            self.add_class("-error")
+            self.meta.update(f"⚠ {error}")
+        else:
+            self.meta.update(metrics_line(metrics, cancelled=cancelled))
+
+    @property
+    def last_code(self) -> str | None:
+        fences = list(self.body.query(CopyableFence))
+        return fences[-1].code if fences else None
+
+
+class Note(Static):
+    DEFAULT_CSS = """
+    Note { margin: 1 0 0 0; padding: 0 1; color: $text-muted; }
+    Note.-error { color: $error; }
+    """
+
+
+class MarkdownNote(Markdown):
+    DEFAULT_CSS = """
+    MarkdownNote { margin: 1 0 0 0; padding: 0 1; }
+    """
+
+
+class Transcript(VerticalScroll):
+    DEFAULT_CSS = """
+    Transcript { height: 1fr; padding: 0 1; scrollbar-size-vertical: 1; }
+    """
+
+    def add_user(self, text: str) -> UserMessage:
+        widget = UserMessage(text, markup=False)
+        self._add(widget)
+        return widget
+
+    def add_assistant(self, text: str = "") -> AssistantMessage:
+        widget = AssistantMessage(text)
+        self._add(widget)
+        return widget
+
+    def add_note(self, text: str, style: NoteStyle = "info") -> None:
+        if style == "markdown":
+            self._add(MarkdownNote(text))
+        else:
+            self._add(Note(text, markup=False, classes=f"-{style}"))
+
+    def _add(self, widget: Static | Markdown | Vertical) -> None:
+        at_end = self.is_vertical_scroll_end or self.max_scroll_y == 0
+        self.mount(widget)
+        if at_end:
+            self.call_after_refresh(self.scroll_end, animate=False)
+
+    async def clear(self) -> None:
+        await self.remove_children()
+
+    @property
+    def last_reply(self) -> AssistantMessage | None:
+        replies = list(self.query(AssistantMessage))
+        return replies[-1] if replies else None
