@@ -19,7 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from llama_cpp import Llama
 
 from tars_tui.config import load_config
-from tars_tui.llm import ChatMessage, LLMEngine, Reply, resolve_model_path
+from tars_tui.llm import ChatMessage, LLMEngine, Reply, auto_threads, resolve_model_path
 
 PROMPT = "Write a long story about a lighthouse keeper and the sea."
 
@@ -67,7 +67,7 @@ def main() -> None:
     base = load_config(env={}).llm
     cfg = dataclasses.replace(base, temperature=0.0, top_p=1.0, max_tokens=args.tokens, n_ctx=2048)
     path = resolve_model_path(cfg)
-    threads = cfg.n_threads or os.cpu_count() or 1
+    threads = cfg.n_threads or auto_threads()
     engine = LLMEngine(cfg)
     engine.load()
     eos = engine.eos_token_id

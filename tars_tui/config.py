@@ -38,7 +38,12 @@ DEFAULT_SYSTEM_PROMPT = (
 class LLMConfig:
     model_path: str = setting("", "A GGUF file; empty = the bundled SmolLM2-135M-Instruct.")
     n_ctx: int = setting(4096, "Context window in tokens.", min=256, max=262144)
-    n_threads: int = setting(0, "CPU threads for generation; 0 = all cores.", min=0, max=512)
+    n_threads: int = setting(
+        0,
+        "CPU threads for generation; 0 = physical cores less one (kept for the UI).",
+        min=0,
+        max=512,
+    )
     n_gpu_layers: int = setting(
         0, "Layers offloaded to the GPU (-1 = all); needs a CUDA/Metal build.", min=-1, max=1000
     )

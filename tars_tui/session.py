@@ -61,6 +61,14 @@ class ChatSession:
         self.conversation = conv
         return conv
 
+    @property
+    def project_name(self) -> str:
+        if self.conversation is not None:
+            project = self.store.get_project(self.conversation.project_id)
+            if project is not None:
+                return project.name
+        return self.store.default_project().name
+
     def messages(self) -> list[Message]:
         if self.conversation is None:
             return []

@@ -91,7 +91,7 @@ class ChatScreen(Screen[None]):
         conv = self.session.conversation
         title = conv.title if conv and conv.title else "new conversation"
         self.title = "TARS"
-        self.sub_title = f"{self.session.engine.model_name} · {title}"
+        self.sub_title = f"{self.session.engine.model_name} · {self.session.project_name} · {title}"
 
     # -- rendering -----------------------------------------------------------
 
@@ -174,6 +174,7 @@ class ChatScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="llm", exit_on_error=False)
     def generate(self, text: str) -> None:
         worker = get_current_worker()
+
         def emit(chunk: str) -> None:
             self.post_message(ReplyChunk(chunk))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.text import Text
 from textual import events
 from textual.binding import Binding
 from textual.message import Message
@@ -22,9 +23,12 @@ class PromptInput(TextArea):
     PromptInput.-tentative .text-area--cursor-line { color: $text-muted; }
     """
 
+    # Enter and newline are handled in _on_key, in order with the characters typed
+    # before them: a priority binding would run ahead of keys still queued for the
+    # TextArea and send a half-typed prompt. These entries label the footer.
     BINDINGS = [
-        Binding("enter", "submit", "Send", priority=True),
-        Binding("ctrl+j,alt+enter", "newline", "Newline", show=False, priority=True),
+        Binding("enter", "submit", "Send"),
+        Binding("ctrl+j,alt+enter", "newline", "Newline", show=False),
     ]
 
     @dataclass
@@ -70,6 +74,14 @@ class PromptInput(TextArea):
         self.insert("\n")
 
     async def _on_key(self, event: events.Key) -> None:
+        if event.key in ("enter", "ctrl+j", "alt+enter"):
+            event.stop()
+            event.prevent_default()
+            if event.key == "enter":
+                self.action_submit()
+            else:
+                self.action_newline()
+            return
         if self.completion_open and event.key in ("tab", "up", "down", "escape"):
             event.stop()
             event.prevent_default()
@@ -123,12 +135,16 @@ class CompletionList(OptionList):
         matches = commands.completions(text) if self._is_command_prefix(text) else []
         self.clear_options()
         if matches:
-            self.add_options(
-                [Option(f"{c.usage}  [dim]{c.summary}[/]", id=c.name) for c in matches]
-            )
+            self.add_options([Option(self._label(c), id=c.name) for c in matches])
             self.highlighted = 0
         self.set_class(bool(matches), "-open")
         return bool(matches)
+
+    @staticmethod
+    def _label(cmd: commands.Command) -> Text:
+        label = Text(cmd.usage, style="bold", no_wrap=True, overflow="ellipsis")
+        label.append(f"  {cmd.summary}", style="dim")
+        return label
 
     @staticmethod
     def _is_command_prefix(text: str) -> bool:

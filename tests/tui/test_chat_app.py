@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import OptionList
 
-from memory.conversation_store import ConversationStore
+from memory.conversation_store import DEFAULT_PROJECT_NAME, ConversationStore
 from tars_tui.app import TarsApp, make_app
 from tars_tui.config import Config
 from tars_tui.llm import LLMEngine
@@ -245,6 +245,10 @@ async def test_restart_reopens_the_last_conversation(config: Config) -> None:
         )
         assert [str(u.render()) for u in chat(again).query(UserMessage)] == ["Remember this turn"]
         assert list(chat(again).query(AssistantMessage))[-1].text == reply_text
+        # The header names the model, the project and the conversation.
+        assert chat(again).sub_title == (
+            f"SmolLM2-135M-Instruct.Q4_1.gguf · {DEFAULT_PROJECT_NAME} · Remember this turn"
+        )
 
 
 async def test_interrupted_reply_is_shown_as_cancelled_after_restart(config: Config) -> None:

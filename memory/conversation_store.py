@@ -1,0 +1,677 @@
+"""Conversation memory in SQLite: projects, conversations, messages and reply metrics.
+
+:class:`ConversationStore` owns the one connection; nothing else writes SQL. The
+schema and its ordered upgrade steps live in :mod:`memory.migrations`.
+
+Durability: WAL with ``synchronous=FULL`` and a commit per call, so every call that
+returned has been written (it survives kill -9 and power loss). A reply is a row
+created as ``streaming`` by :meth:`begin_reply`, checkpointed about once a second,
+and closed by :meth:`finish_reply`. A reply whose writer died is turned into
+``cancelled`` with its last checkpointed text when a store is opened
+(:meth:`recover_interrupted`): a crash loses at most the text since the last
+checkpoint. Rows of a writer that is still alive (another ``tars`` process, or
+another open store in this process) are left alone.
+
+Threads: the connection is opened with ``check_same_thread=False`` and every public
+method holds one re-entrant lock for its whole statement or transaction, and returns
+plain frozen dataclasses (no cursor escapes). So one store can be shared by the
+event loop and thread workers. A write waits for an fsync (a few milliseconds on an
+SSD); streaming checkpoints belong in the worker that streams.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import os
+import re
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol, get_args
+
+import psutil
+
+from memory import migrations
+from memory.migrations import DEFAULT_PROJECT_NAME, SchemaError
+
+log = logging.getLogger(__name__)
+
+Role = Literal["user", "assistant", "system"]
+Status = Literal["complete", "cancelled", "streaming", "error"]
+ROLES: tuple[Role, ...] = get_args(Role)
+STATUSES: tuple[Status, ...] = get_args(Status)
+DB_FILENAME = "tars.db"
+TITLE_MAX = 60
+
+
+@dataclass(frozen=True)
+class ReplyMetrics:
+    """What a reply cost. ``stages`` holds any other latency stage (``retrieval_ms``...)."""
+
+    ttft_ms: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    tokens_per_s: float | None = None
+    total_ms: float | None = None
+    stages: Mapping[str, float] = field(default_factory=dict)
+
+    _KNOWN: ClassVar[tuple[str, ...]] = (
+        "ttft_ms",
+        "prompt_tokens",
+        "completion_tokens",
+        "tokens_per_s",
+        "total_ms",
+    )
+
+    def to_json(self) -> str:
+        """Flat JSON; values that are not finite numbers are left out."""
+        data = {k: getattr(self, k) for k in self._KNOWN}
+        data.update(self.stages)
+        finite = {k: v for k, v in data.items() if isinstance(v, int | float) and math.isfinite(v)}
+        return json.dumps(finite)
+
+    @classmethod
+    def from_json(cls, text: str) -> ReplyMetrics:
+        data: dict[str, Any] = json.loads(text)
+        known = {k: data.pop(k) for k in cls._KNOWN if k in data}
+        stages = {k: float(v) for k, v in data.items() if isinstance(v, int | float)}
+        return cls(**known, stages=stages)
+
+    def summary(self) -> str:
+        """One line for people, e.g. ``TTFT 120 ms · 45 tokens · 130.2 tok/s · 0.50 s``."""
+        parts = []
+        if self.ttft_ms is not None:
+            parts.append(f"TTFT {self.ttft_ms:.0f} ms")
+        if self.prompt_tokens is not None:
+            parts.append(f"{self.prompt_tokens} prompt tokens")
+        if self.completion_tokens is not None:
+            parts.append(f"{self.completion_tokens} tokens")
+        if self.tokens_per_s is not None:
+            parts.append(f"{self.tokens_per_s:.1f} tok/s")
+        if self.total_ms is not None:
+            parts.append(f"{self.total_ms / 1000:.2f} s total")
+        parts.extend(f"{name} {value:.0f}" for name, value in sorted(self.stages.items()))
+        return " · ".join(parts)
+
+
+@dataclass(frozen=True)
+class Project:
+    id: int
+    name: str
+    description: str
+    summary: str
+    summary_at: float | None
+    created_at: float
+    archived: bool
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: int
+    project_id: int
+    title: str
+    created_at: float
+    updated_at: float  # last activity: any message written
+    model: str | None  # the model of the latest reply
+    message_count: int
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    conversation_id: int
+    role: Role
+    text: str
+    created_at: float
+    completed_at: float | None
+    model: str | None
+    status: Status
+    metrics: ReplyMetrics | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    message_id: int
+    conversation_id: int
+    conversation_title: str
+    project_id: int
+    role: Role
+    snippet: str
+    created_at: float
+    score: float  # bm25: lower is a better match
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    projects: int
+    conversations: int
+    messages: int
+    messages_by_role: dict[str, int]
+    messages_by_status: dict[str, int]
+    prompt_tokens: int
+    completion_tokens: int
+    mean_ttft_ms: float | None
+    mean_tokens_per_s: float | None
+    db_bytes: int
+
+
+class HasDataDir(Protocol):
+    @property
+    def data_dir(self) -> Path: ...
+
+
+def default_db_path(config: HasDataDir) -> Path:
+    """Where the conversations live: ``config.data_dir / "tars.db"``."""
+    return config.data_dir / DB_FILENAME
+
+
+def title_from_text(text: str, max_len: int = TITLE_MAX) -> str:
+    """A conversation title from a user's message: its first line of words, shortened."""
+    for line in text.splitlines():
+        words = re.sub(r"^[\s#>*\-`]+", "", line).split()
+        if words:
+            title = " ".join(words)
+            if len(title) <= max_len:
+                return title
+            cut = title[: max_len - 1]
+            if " " in cut[max_len // 2 :]:
+                cut = cut[: cut.rindex(" ")]
+            return cut.rstrip(" ,.;:") + "…"
+    return ""
+
+
+# -- writer liveness, for recover_interrupted ---------------------------------
+
+_HOST = socket.gethostname()
+_PROCESS_START = psutil.Process().create_time()
+_open_tokens: set[str] = set()
+_token_counter = itertools.count(1)
+_tokens_lock = threading.Lock()
+
+
+def _owner_alive(owner: str | None) -> bool:
+    if not owner:
+        return False
+    try:
+        host, pid_text, start_text, token = owner.split("|")
+        pid, start = int(pid_text), float(start_text)
+    except ValueError:
+        return False
+    if host != _HOST:
+        return False  # not checkable from here; a database is not shared between machines
+    if pid == os.getpid() and abs(start - _PROCESS_START) < 0.05:
+        with _tokens_lock:
+            return token in _open_tokens
+    try:
+        return abs(float(psutil.Process(pid).create_time()) - start) < 0.05
+    except (psutil.Error, OSError):
+        return False
+
+
+class ConversationStore:
+    """The conversation database. Open with a path; close (or use ``with``) when done."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        with _tokens_lock:
+            token = f"{next(_token_counter)}.{id(self):x}"
+            _open_tokens.add(token)
+        self._owner = f"{_HOST}|{os.getpid()}|{_PROCESS_START:.3f}|{token}"
+        self._token = token
+        try:
+            self._conn = self._connect()
+        except BaseException:
+            self._forget_token()
+            raise
+        # How many interrupted replies opening this store turned into 'cancelled'.
+        self.recovered_on_open = self.recover_interrupted()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+        )
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                log.warning("%s: WAL unavailable, journal mode is %s", self.path, mode)
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            migrations.migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+            self._forget_token()
+
+    def _forget_token(self) -> None:
+        with _tokens_lock:
+            _open_tokens.discard(self._token)
+
+    def __enter__(self) -> ConversationStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            cursor = self._conn.cursor()
+            cursor.row_factory = sqlite3.Row
+            return cursor.execute(sql, params).fetchall()
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return migrations.schema_version(self._conn)
+
+    def pragmas(self) -> dict[str, int | str]:
+        """The connection's settings, for tests and ``tars doctor``."""
+        names = ("journal_mode", "synchronous", "foreign_keys", "user_version", "busy_timeout")
+        with self._lock:
+            return {n: self._conn.execute(f"PRAGMA {n}").fetchone()[0] for n in names}
+
+    # -- projects (issue 5 adds the rest) ---------------------------------------
+
+    def default_project(self) -> Project:
+        rows = self._rows("SELECT * FROM projects WHERE name = ?", (DEFAULT_PROJECT_NAME,))
+        if rows:
+            return _project(rows[0])
+        with self._write() as conn:  # renamed away by hand: recreate it
+            conn.execute(
+                "INSERT OR IGNORE INTO projects (name, created_at) VALUES (?, ?)",
+                (DEFAULT_PROJECT_NAME, time.time()),
+            )
+        return self.default_project()
+
+    def create_project(self, name: str, description: str = "") -> Project:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO projects (name, description, created_at) VALUES (?, ?, ?)",
+                (name, description, time.time()),
+            )
+        project = self.get_project(_lastrowid(cursor))
+        assert project is not None
+        return project
+
+    def get_project(self, project_id: int) -> Project | None:
+        rows = self._rows("SELECT * FROM projects WHERE id = ?", (project_id,))
+        return _project(rows[0]) if rows else None
+
+    def list_projects(self, *, include_archived: bool = False) -> list[Project]:
+        where = "" if include_archived else "WHERE archived = 0"
+        return [_project(r) for r in self._rows(f"SELECT * FROM projects {where} ORDER BY id")]
+
+    # -- conversations ------------------------------------------------------------
+
+    def create_conversation(
+        self, project_id: int | None = None, model: str | None = None, title: str = ""
+    ) -> int:
+        project = self.default_project().id if project_id is None else project_id
+        now = time.time()
+        try:
+            with self._write() as conn:
+                cursor = conn.execute(
+                    "INSERT INTO conversations (project_id, title, created_at, updated_at, model)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (project, title.strip(), now, now, model),
+                )
+        except sqlite3.IntegrityError:
+            raise LookupError(f"no project {project}") from None
+        return _lastrowid(cursor)
+
+    _CONVERSATION_SELECT = (
+        "SELECT c.*, (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id)"
+        " AS message_count FROM conversations c"
+    )
+
+    def get_conversation(self, conversation_id: int) -> Conversation | None:
+        rows = self._rows(f"{self._CONVERSATION_SELECT} WHERE c.id = ?", (conversation_id,))
+        return _conversation(rows[0]) if rows else None
+
+    def list_conversations(
+        self, limit: int = 50, project_id: int | None = None, offset: int = 0
+    ) -> list[Conversation]:
+        """Most recent activity first, with message counts."""
+        where, params = (
+            ("", ()) if project_id is None else ("WHERE c.project_id = ?", (project_id,))
+        )
+        rows = self._rows(
+            f"{self._CONVERSATION_SELECT} {where}"
+            " ORDER BY c.updated_at DESC, c.id DESC LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
+        return [_conversation(r) for r in rows]
+
+    def latest_conversation(self, project_id: int | None = None) -> Conversation | None:
+        """The conversation to reopen on start."""
+        found = self.list_conversations(limit=1, project_id=project_id)
+        return found[0] if found else None
+
+    def rename_conversation(self, conversation_id: int, title: str) -> None:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE conversations SET title = ? WHERE id = ?", (title.strip(), conversation_id)
+            )
+            _require(cursor, "conversation", conversation_id)
+
+    def delete_conversation(self, conversation_id: int) -> bool:
+        """Delete a conversation and its messages; False if there was none."""
+        with self._write() as conn:
+            cursor = conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+        return cursor.rowcount > 0
+
+    # -- messages ---------------------------------------------------------------
+
+    def add_message(
+        self,
+        conversation_id: int,
+        role: Role,
+        text: str,
+        *,
+        model: str | None = None,
+        status: Status = "complete",
+        metrics: ReplyMetrics | None = None,
+        error: str | None = None,
+    ) -> int:
+        """Store a finished message (committed before returning). The first user
+        message of an untitled conversation becomes its title."""
+        _check(role, ROLES, "role")
+        _check(status, STATUSES, "status")
+        if status == "streaming":
+            raise ValueError("use begin_reply() for a reply that is still streaming")
+        now = time.time()
+        with self._write() as conn:
+            self._touch(conn, conversation_id, now, model)
+            cursor = conn.execute(
+                "INSERT INTO messages (conversation_id, role, text, created_at, completed_at,"
+                " model, status, metrics, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (conversation_id, role, text, now, now, model, status, _json(metrics), error),
+            )
+            if role == "user" and (title := title_from_text(text)):
+                conn.execute(
+                    "UPDATE conversations SET title = ? WHERE id = ? AND title = ''",
+                    (title, conversation_id),
+                )
+        return _lastrowid(cursor)
+
+    def begin_reply(self, conversation_id: int, model: str | None) -> int:
+        """Create an empty assistant message with status 'streaming'; returns its id."""
+        now = time.time()
+        with self._write() as conn:
+            self._touch(conn, conversation_id, now, model)
+            cursor = conn.execute(
+                "INSERT INTO messages (conversation_id, role, text, created_at, model, status,"
+                " owner) VALUES (?, 'assistant', '', ?, ?, 'streaming', ?)",
+                (conversation_id, now, model, self._owner),
+            )
+        return _lastrowid(cursor)
+
+    def checkpoint_reply(self, message_id: int, partial_text: str) -> bool:
+        """Save the text streamed so far (one small committed UPDATE; call it about once
+        a second). False if the reply is no longer streaming."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE messages SET text = ? WHERE id = ? AND status = 'streaming'",
+                (partial_text, message_id),
+            )
+        return cursor.rowcount > 0
+
+    def finish_reply(
+        self,
+        message_id: int,
+        text: str,
+        status: Status = "complete",
+        metrics: ReplyMetrics | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Close a reply as complete, cancelled or error, with its final text and metrics."""
+        _check(status, STATUSES, "status")
+        if status == "streaming":
+            raise ValueError("finish_reply() needs a final status, not 'streaming'")
+        now = time.time()
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE messages SET text = ?, status = ?, metrics = ?, error = ?,"
+                " completed_at = ?, owner = NULL WHERE id = ? RETURNING conversation_id",
+                (text, status, _json(metrics), error, now, message_id),
+            )
+            row = cursor.fetchone()
+            if row is None:
+                raise LookupError(f"no message {message_id}")
+            self._touch(conn, int(row[0]), now, None)
+
+    def recover_interrupted(self) -> int:
+        """Turn every 'streaming' reply whose writer is gone into 'cancelled', keeping its
+        checkpointed text. Returns how many. Runs when the store opens."""
+        with self._write() as conn:
+            rows = conn.execute(
+                "SELECT id, owner FROM messages WHERE status = 'streaming'"
+            ).fetchall()
+            orphans = [(int(mid),) for mid, owner in rows if not _owner_alive(owner)]
+            conn.executemany(
+                "UPDATE messages SET status = 'cancelled', owner = NULL,"
+                " completed_at = coalesce(completed_at, created_at) WHERE id = ?",
+                orphans,
+            )
+        if orphans:
+            log.info("%s: %d interrupted replies kept as cancelled", self.path, len(orphans))
+        return len(orphans)
+
+    def get_message(self, message_id: int) -> Message | None:
+        rows = self._rows("SELECT * FROM messages WHERE id = ?", (message_id,))
+        return _message(rows[0]) if rows else None
+
+    def messages(self, conversation_id: int, limit: int | None = None) -> list[Message]:
+        """The conversation's messages, oldest first; with ``limit``, only the last ones."""
+        rows = self._rows(
+            "SELECT * FROM (SELECT * FROM messages WHERE conversation_id = ?"
+            " ORDER BY id DESC LIMIT ?) ORDER BY id",
+            (conversation_id, -1 if limit is None else limit),
+        )
+        return [_message(r) for r in rows]
+
+    def search_messages(
+        self,
+        query: str,
+        limit: int = 20,
+        project_id: int | None = None,
+        highlight: tuple[str, str] = ("**", "**"),
+    ) -> list[SearchHit]:
+        """Keyword search (FTS5, stemmed) over finished messages, best match first.
+        Every word of ``query`` must occur; punctuation is ignored."""
+        words = re.findall(r"\w+", query)
+        if not words:
+            return []
+        match = " ".join('"' + w.replace('"', "") + '"' for w in words)
+        where, params = ("", ()) if project_id is None else ("AND c.project_id = ?", (project_id,))
+        rows = self._rows(
+            "SELECT m.id AS message_id, m.conversation_id, c.title AS conversation_title,"
+            " c.project_id, m.role, m.created_at,"
+            " snippet(messages_fts, 0, ?, ?, '…', 16) AS snippet, bm25(messages_fts) AS score"
+            " FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid"
+            " JOIN conversations c ON c.id = m.conversation_id"
+            f" WHERE messages_fts MATCH ? {where} ORDER BY score, m.id DESC LIMIT ?",
+            (*highlight, match, *params, limit),
+        )
+        return [SearchHit(**_fields(r)) for r in rows]
+
+    # -- reports ------------------------------------------------------------------
+
+    def export_markdown(self, conversation_id: int) -> str:
+        """The conversation as a Markdown document."""
+        conversation = self.get_conversation(conversation_id)
+        if conversation is None:
+            raise LookupError(f"no conversation {conversation_id}")
+        project = self.get_project(conversation.project_id)
+        out = [f"# {conversation.title or 'Untitled conversation'}", ""]
+        out.append(f"- **Project:** {project.name if project else conversation.project_id}")
+        out.append(f"- **Started:** {_when(conversation.created_at)}")
+        out.append(f"- **Last activity:** {_when(conversation.updated_at)}")
+        if conversation.model:
+            out.append(f"- **Model:** {conversation.model}")
+        out.append(f"- **Messages:** {conversation.message_count}")
+        for message in self.messages(conversation_id):
+            heading = f"### {_ROLE_LABELS[message.role]} · {_when(message.created_at)}"
+            if message.status != "complete":
+                heading += f" · {_STATUS_LABELS[message.status]}"
+            out += ["", "---", "", heading, "", _closed_fences(message.text) or "*(no text)*"]
+            if message.error:
+                out += ["", f"> **Error:** {message.error}"]
+            details = message.metrics.summary() if message.metrics else ""
+            if message.role == "assistant" and message.model:
+                details = " · ".join(p for p in (details, message.model) if p)
+            if details:
+                out += ["", f"*{details}*"]
+        return "\n".join(out) + "\n"
+
+    def stats(self) -> StoreStats:
+        with self._lock:
+            one = self._conn.execute
+            counts = one(
+                "SELECT (SELECT count(*) FROM projects), (SELECT count(*) FROM conversations),"
+                " (SELECT count(*) FROM messages)"
+            ).fetchone()
+            by_role = dict(one("SELECT role, count(*) FROM messages GROUP BY role").fetchall())
+            by_status = dict(
+                one("SELECT status, count(*) FROM messages GROUP BY status").fetchall()
+            )
+            sums = one(
+                "SELECT sum(json_extract(metrics, '$.prompt_tokens')),"
+                " sum(json_extract(metrics, '$.completion_tokens')),"
+                " avg(json_extract(metrics, '$.ttft_ms')),"
+                " avg(json_extract(metrics, '$.tokens_per_s'))"
+                " FROM messages WHERE metrics IS NOT NULL"
+            ).fetchone()
+        db_bytes = sum(
+            p.stat().st_size
+            for p in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"))
+            if p.exists()
+        )
+        return StoreStats(
+            projects=counts[0],
+            conversations=counts[1],
+            messages=counts[2],
+            messages_by_role=by_role,
+            messages_by_status=by_status,
+            prompt_tokens=int(sums[0] or 0),
+            completion_tokens=int(sums[1] or 0),
+            mean_ttft_ms=sums[2],
+            mean_tokens_per_s=sums[3],
+            db_bytes=db_bytes,
+        )
+
+    # -- internals ----------------------------------------------------------------
+
+    @staticmethod
+    def _touch(
+        conn: sqlite3.Connection, conversation_id: int, now: float, model: str | None
+    ) -> None:
+        cursor = conn.execute(
+            "UPDATE conversations SET updated_at = max(updated_at, ?),"
+            " model = coalesce(?, model) WHERE id = ?",
+            (now, model, conversation_id),
+        )
+        _require(cursor, "conversation", conversation_id)
+
+
+_ROLE_LABELS: dict[str, str] = {"user": "You", "assistant": "TARS", "system": "System"}
+_STATUS_LABELS: dict[str, str] = {
+    "cancelled": "*cancelled*",
+    "error": "*failed*",
+    "streaming": "*incomplete*",
+}
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+
+
+def _closed_fences(text: str) -> str:
+    """A reply cancelled inside a code block would swallow the rest of the document."""
+    text = text.rstrip()
+    fences = [ln.lstrip()[:3] for ln in text.splitlines() if ln.lstrip()[:3] in ("```", "~~~")]
+    return f"{text}\n{fences[-1]}" if len(fences) % 2 else text
+
+
+def _check(value: str, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"{what} must be one of {', '.join(allowed)}, not {value!r}")
+
+
+def _json(metrics: ReplyMetrics | None) -> str | None:
+    return None if metrics is None else metrics.to_json()
+
+
+def _lastrowid(cursor: sqlite3.Cursor) -> int:
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def _require(cursor: sqlite3.Cursor, what: str, key: int) -> None:
+    if cursor.rowcount == 0:
+        raise LookupError(f"no {what} {key}")
+
+
+def _fields(r: sqlite3.Row) -> dict[str, Any]:
+    return {k: r[k] for k in r.keys()}  # noqa: SIM118 - a Row is not a mapping
+
+
+def _project(r: sqlite3.Row) -> Project:
+    return Project(**{**_fields(r), "archived": bool(r["archived"])})
+
+
+def _conversation(r: sqlite3.Row) -> Conversation:
+    return Conversation(**_fields(r))
+
+
+def _message(r: sqlite3.Row) -> Message:
+    fields = _fields(r)
+    del fields["owner"]
+    fields["metrics"] = ReplyMetrics.from_json(r["metrics"]) if r["metrics"] else None
+    return Message(**fields)
+
+
+__all__ = [
+    "ROLES",
+    "STATUSES",
+    "Conversation",
+    "ConversationStore",
+    "Message",
+    "Project",
+    "ReplyMetrics",
+    "Role",
+    "SchemaError",
+    "SearchHit",
+    "Status",
+    "StoreStats",
+    "default_db_path",
+    "title_from_text",
+]
