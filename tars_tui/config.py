@@ -21,6 +21,7 @@ from typing import Any
 
 import platformdirs
 
+from memory.settings import MemoryConfig
 from node_daemon.settings import ServerConfig
 from tars_tui.settings_schema import setting
 from tars_tui.voice.settings import VoiceConfig
@@ -93,6 +94,7 @@ class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     voice: VoiceConfig = field(default_factory=VoiceConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
     # "section.key" -> where the value came from; not part of equality.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 

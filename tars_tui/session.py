@@ -7,6 +7,7 @@ is complete; a reply in progress is checkpointed so a crash keeps its text.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,13 +43,22 @@ class ChatSession:
         self.store = store
         self.system_prompt = config.llm.system_prompt
         self.conversation: Conversation | None = None
+        # The active project: new conversations belong to it, memory is scoped by it.
+        self.project_id: int = store.default_project().id
         self.latency = LatencySeries(maxlen=config.ui.sparkline_points)
 
     # -- conversations -----------------------------------------------------
 
     def reopen_last(self) -> Conversation | None:
         self.conversation = self.store.latest_conversation()
+        if self.conversation is not None:
+            self.project_id = self.conversation.project_id
         return self.conversation
+
+    def switch_project(self, project_id: int) -> None:
+        """Make ``project_id`` active and reopen its latest conversation (or start one)."""
+        self.project_id = project_id
+        self.conversation = self.store.latest_conversation(project_id=project_id)
 
     def new_conversation(self) -> None:
         """Start afresh; the conversation row is created with its first message."""
@@ -59,15 +69,13 @@ class ChatSession:
         if conv is None:
             raise KeyError(conversation_id)
         self.conversation = conv
+        self.project_id = conv.project_id
         return conv
 
     @property
     def project_name(self) -> str:
-        if self.conversation is not None:
-            project = self.store.get_project(self.conversation.project_id)
-            if project is not None:
-                return project.name
-        return self.store.default_project().name
+        project = self.store.get_project(self.project_id)
+        return project.name if project is not None else self.store.default_project().name
 
     def messages(self) -> list[Message]:
         if self.conversation is None:
@@ -84,7 +92,9 @@ class ChatSession:
 
     def _ensure_conversation(self) -> Conversation:
         if self.conversation is None:
-            conv_id = self.store.create_conversation(model=self.engine.model_name)
+            conv_id = self.store.create_conversation(
+                project_id=self.project_id, model=self.engine.model_name
+            )
             self.conversation = self.store.get_conversation(conv_id)
             assert self.conversation is not None
         return self.conversation
@@ -97,8 +107,16 @@ class ChatSession:
         *,
         on_piece: Callable[[str], None] = lambda _: None,
         should_stop: Callable[[], bool] = lambda: False,
+        context: str = "",
+        stages: dict[str, float] | None = None,
     ) -> TurnResult:
-        """Store the user's message, stream and store the reply. Blocks."""
+        """Store the user's message, stream and store the reply. Blocks.
+
+        ``context`` (recalled memories, the project's summary) is given to the model
+        after the system prompt; it counts against the window like everything else.
+        ``stages`` (e.g. ``{"retrieval_ms": 12.0}``) are stored with the reply's
+        metrics and recorded in the latency series.
+        """
         conv = self._ensure_conversation()
         history = [*self.history(), ChatMessage(role="user", content=text)]
         self.store.add_message(conv.id, "user", text, model=self.engine.model_name)
@@ -106,9 +124,8 @@ class ChatSession:
         reply = Reply()
         last_checkpoint = time.monotonic()
         try:
-            for piece in self.engine.stream(
-                self.system_prompt, history, should_stop=should_stop, reply=reply
-            ):
+            system = f"{self.system_prompt}\n\n{context}" if context else self.system_prompt
+            for piece in self.engine.stream(system, history, should_stop=should_stop, reply=reply):
                 on_piece(piece)
                 now = time.monotonic()
                 if now - last_checkpoint >= CHECKPOINT_INTERVAL_S:
@@ -117,6 +134,9 @@ class ChatSession:
         except ModelError as exc:
             self.store.finish_reply(reply_id, reply.text, status="error", error=str(exc))
             raise
+        if reply.metrics is not None and stages:
+            merged = {**reply.metrics.stages, **stages}
+            reply.metrics = dataclasses.replace(reply.metrics, stages=merged)
         status: Status = "cancelled" if reply.cancelled else "complete"
         self.store.finish_reply(reply_id, reply.text, status=status, metrics=reply.metrics)
         if reply.metrics and not reply.cancelled:
@@ -124,6 +144,8 @@ class ChatSession:
                 value = getattr(reply.metrics, stage)
                 if value is not None:
                     self.latency.record(stage, value)
+            for stage, value in reply.metrics.stages.items():
+                self.latency.record(stage, value)
         self.conversation = self.store.get_conversation(conv.id)
         return TurnResult(reply.text, reply.cancelled, reply.metrics, reply_id)
 
