@@ -11,15 +11,25 @@ from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
 from memory.conversation_store import ConversationStore
+from node_daemon.local import NodeStartError
 from node_daemon.sysinfo import SystemReading
 from tars_tui.config import Config
 from tars_tui.llm import LLMEngine, ModelError
-from tars_tui.messages import ModelLoaded, ModelLoadFailed, SystemSampled
+from tars_tui.messages import (
+    ModelLoaded,
+    ModelLoadFailed,
+    NodeStarted,
+    NodeStartFailed,
+    SystemSampled,
+)
+from tars_tui.node_link import NodeLink
 from tars_tui.palette import SlashCommands
 from tars_tui.screens.chat import ChatScreen
 from tars_tui.session import ChatSession
 from tars_tui.telemetry import SnapshotFn, SystemSampler
 from tars_tui.widgets.panels import SystemPanel
+
+NODE_POLL_S = 2.0
 
 
 class TarsApp(App[None]):
@@ -35,6 +45,8 @@ class TarsApp(App[None]):
         engine: LLMEngine | None = None,
         store: ConversationStore | None = None,
         snapshot: SnapshotFn | None = None,
+        node: NodeLink | None = None,
+        config_path: Path | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -46,6 +58,7 @@ class TarsApp(App[None]):
             interval_s=config.ui.telemetry_interval_s,
             snapshot=snapshot,
         )
+        self.node = node or NodeLink(config, config_path=config_path)
         self.chat: ChatScreen | None = None
 
     def _sampled(self, reading: SystemReading) -> None:
@@ -58,10 +71,60 @@ class TarsApp(App[None]):
         if not self.engine.is_ready:
             self.load_model()
         self.sampler.start()
+        if self.node.enabled:
+            self.start_node()
+            self.set_interval(NODE_POLL_S, self.poll_node, name="node-poll")
 
     def on_unmount(self) -> None:
         self.sampler.stop()
+        self.node.stop()
         self.store.close()
+
+    # -- the node (PC2, or the embedded one) -------------------------------------
+
+    @work(thread=True, exclusive=True, group="node", exit_on_error=False)
+    def start_node(self, restart: bool = False) -> None:
+        try:
+            endpoint = self.node.restart_local() if restart else self.node.start()
+        except (NodeStartError, OSError, ValueError) as exc:
+            self.post_message(NodeStartFailed(str(exc)))
+            return
+        self.post_message(NodeStarted(endpoint, restarted=restart))
+
+    def on_node_started(self, message: NodeStarted) -> None:
+        if self.chat is not None:
+            where = (
+                "restarted"
+                if message.restarted
+                else ("started locally" if self.node.embedded else "connected")
+            )
+            self.chat.say(f"Node {where} at {message.endpoint}.")
+            self.chat.show_node(self.node.status())
+
+    def on_node_start_failed(self, message: NodeStartFailed) -> None:
+        if self.chat is not None:
+            self.chat.say(
+                f"⚠ {message.error}. Chat works; long-term memory waits for the node "
+                "(see `tars doctor` and the node log).",
+                "error",
+            )
+            self.chat.show_node(self.node.status())
+
+    async def poll_node(self) -> None:
+        was = self.node.state
+        status = await self.node.poll()
+        if status.rtt_ms is not None:
+            self.session.latency.record("node_rtt_ms", status.rtt_ms)
+        if self.chat is not None and self.chat.is_mounted:
+            self.chat.show_node(status)
+            if status.state == "unreachable" and was in ("local", "remote"):
+                self.chat.say(
+                    f"⚠ The node stopped answering ({status.error}). Chat goes on "
+                    "without long-term memory.",
+                    "error",
+                )
+        if self.node.should_restart():
+            self.start_node(restart=True)
 
     @work(thread=True, exclusive=True, group="model", exit_on_error=False)
     def load_model(self, path: Path | None = None) -> None:
@@ -104,6 +167,10 @@ def make_app(
     engine: LLMEngine | None = None,
     store: ConversationStore | None = None,
     snapshot: SnapshotFn | None = None,
+    node: NodeLink | None = None,
+    config_path: Path | None = None,
 ) -> TarsApp:
     """The app factory shared by the CLI, the tests and the benchmarks."""
-    return TarsApp(config, engine=engine, store=store, snapshot=snapshot)
+    return TarsApp(
+        config, engine=engine, store=store, snapshot=snapshot, node=node, config_path=config_path
+    )

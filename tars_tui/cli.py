@@ -77,7 +77,7 @@ def _run_tui(config: Config, args: argparse.Namespace) -> int:
         return _run_plain(config, args)
     from tars_tui.app import make_app
 
-    make_app(config).run()
+    make_app(config, config_path=args.config).run()
     return 0
 
 

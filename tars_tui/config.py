@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -76,7 +77,10 @@ class StorageConfig:
 @dataclass(frozen=True)
 class NodeConfig:
     endpoint: str = setting(
-        "auto", "PC2 daemon, e.g. tcp://pc2.lan:5555; auto = start one locally on loopback."
+        "auto",
+        "PC2 daemon, e.g. tcp://pc2.lan:5555; auto = start one locally on loopback; "
+        "off = no node (chat only, no long-term memory).",
+        pattern=(r"auto|off|(tcp|ipc)://\S+", "auto, off, or an endpoint like tcp://HOST:PORT"),
     )
     server_public_key: str = setting("", "Remote node: the server's public key file (CURVE).")
     client_secret_key: str = setting("", "Remote node: this machine's client.key_secret file.")
@@ -303,11 +307,16 @@ def _check_value(where: str, key: str, kind: Any, f: dataclasses.Field[Any], val
     choices = f.metadata.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(where, key, allowed, _describe(value))
+    pattern = f.metadata.get("pattern")
+    if pattern is not None and not re.fullmatch(pattern[0], value):
+        raise ConfigError(where, key, pattern[1], _describe(value))
     return value
 
 
 def _describe_allowed(f: dataclasses.Field[Any]) -> str:
     lo, hi, choices = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("choices")
+    if "pattern" in f.metadata:
+        return str(f.metadata["pattern"][1])
     if choices is not None:
         return "one of " + ", ".join(repr(c) for c in choices)
     if lo is not None and hi is not None:

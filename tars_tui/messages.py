@@ -45,6 +45,19 @@ class ReplyFailed(Message):
         self.error = error
 
 
+class NodeStarted(Message):
+    def __init__(self, endpoint: str, *, restarted: bool = False) -> None:
+        super().__init__()
+        self.endpoint = endpoint
+        self.restarted = restarted
+
+
+class NodeStartFailed(Message):
+    def __init__(self, error: str) -> None:
+        super().__init__()
+        self.error = error
+
+
 class SystemSampled(Message):
     def __init__(self, reading: SystemReading, host: str = "PC1") -> None:
         super().__init__()

@@ -20,8 +20,12 @@ def setting(
     min: float | None = None,
     max: float | None = None,
     choices: Sequence[Any] | None = None,
+    pattern: tuple[str, str] | None = None,
 ) -> Any:
-    """A dataclass field carrying its documentation and its allowed range."""
+    """A dataclass field carrying its documentation and its allowed values.
+
+    ``pattern`` is (regular expression the whole string must match, how to say it).
+    """
     meta: dict[str, Any] = {"doc": doc}
     if min is not None:
         meta["min"] = min
@@ -29,5 +33,7 @@ def setting(
         meta["max"] = max
     if choices is not None:
         meta["choices"] = tuple(choices)
+    if pattern is not None:
+        meta["pattern"] = pattern
     # Lists are declared as tuple[...] so the sections stay hashable and frozen.
     return dataclasses.field(default=default, metadata=meta)

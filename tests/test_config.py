@@ -82,6 +82,12 @@ def test_env_values_are_typed() -> None:
             "'lsh' (string)",
         ),
         ("llm = 3\n", "llm", "a [section] table", "3 (integer)"),
+        (
+            '[node]\nendpoint = "pc2:5555"\n',
+            "[node] endpoint",
+            "auto, off, or an endpoint like tcp://HOST:PORT",
+            "'pc2:5555' (string)",
+        ),
     ],
 )
 def test_bad_config_names_file_key_expected_and_found(

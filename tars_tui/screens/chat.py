@@ -20,6 +20,7 @@ from tars_tui.batching import ChunkBatcher
 from tars_tui.commands import Style
 from tars_tui.llm import ModelError
 from tars_tui.messages import ReplyChunk, ReplyFailed, ReplyFinished
+from tars_tui.node_link import NodeStatus
 from tars_tui.screens.history import HistoryScreen
 from tars_tui.session import ChatSession
 from tars_tui.widgets.panels import LatencyPanel, SystemPanel
@@ -52,6 +53,7 @@ class ChatScreen(Screen[None]):
         self._stop = threading.Event()
         self._reply: AssistantMessage | None = None
         self.generating = False
+        self.node_label = ""
 
     @property
     def tars(self) -> TarsApp:
@@ -68,10 +70,15 @@ class ChatScreen(Screen[None]):
             with Vertical(id="side"):
                 yield LatencyPanel(self.session.latency, id="latency")
                 yield SystemPanel("PC1", id="system")
+                yield SystemPanel("PC2 node", id="system-node")
         yield Footer()
 
     async def on_mount(self) -> None:
         self.query_one("#side").display = self.session.config.ui.show_panels
+        self.node_label = self.tars.node.status().label
+        node_panel = self.query_one("#system-node", SystemPanel)
+        node_panel.display = self.tars.node.enabled
+        node_panel.show_unavailable("waiting for the node…")
         self.query_one(PromptInput).focus()
         await self.render_conversation()
         self.set_status()
@@ -87,11 +94,23 @@ class ChatScreen(Screen[None]):
                 text = f"⚠ no model: {engine.load_error}"
             else:
                 text = f"loading {engine.model_name}… (you can type already)"
-        self.query_one(StatusLine).update(text)
+        self.query_one(StatusLine).update(f"{text}  ·  {self.node_label}")
         conv = self.session.conversation
         title = conv.title if conv and conv.title else "new conversation"
         self.title = "TARS"
         self.sub_title = f"{self.session.engine.model_name} · {self.session.project_name} · {title}"
+
+    def show_node(self, status: NodeStatus) -> None:
+        self.node_label = status.label
+        panel = self.query_one("#system-node", SystemPanel)
+        if status.system is not None and status.state in ("local", "remote"):
+            panel.border_title = f"System · PC2 node ({status.state})"
+            panel.show(status.system)
+        else:
+            panel.show_unavailable(status.error or status.label)
+        self.query_one(LatencyPanel).refresh_figures()
+        if not self.generating:
+            self.set_status()
 
     # -- rendering -----------------------------------------------------------
 

@@ -15,11 +15,15 @@ from tars_tui.config import Config, load_config
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    """Defaults, with short replies so tests stay quick, and data in tmp_path."""
+    """Defaults, with short replies so tests stay quick, and data in tmp_path.
+
+    The node is off here (chat only); tests/tui/test_node_link.py runs the real one.
+    """
     base = load_config(env={})
     return dataclasses.replace(
         base,
         llm=dataclasses.replace(base.llm, n_ctx=1024, max_tokens=40, seed=1),
+        node=dataclasses.replace(base.node, endpoint="off"),
         storage=dataclasses.replace(base.storage, data_dir=str(tmp_path / "data")),
     )
 

@@ -17,8 +17,10 @@ SIZE = (120, 40)
 def panel_text(app, selector: str) -> str:  # type: ignore[no-untyped-def]
     assert app.chat is not None
     widget = app.chat.query_one(selector)
-    return str(widget.render()) if isinstance(widget, SystemPanel) else str(
-        widget.query_one("#latency-rows").render()
+    return (
+        str(widget.render())
+        if isinstance(widget, SystemPanel)
+        else str(widget.query_one("#latency-rows").render())
     )
 
 
@@ -53,9 +55,14 @@ async def test_system_panel_with_nvml_shows_each_gpu(config: Config) -> None:
 
 def test_gpu_readings_render_util_memory_temperature_power() -> None:
     reading = SystemReading(
-        cpu_percent=12.5, ram_used_mb=8192, ram_total_mb=16384, rss_mb=300,
-        gpus=[GpuReading(0, "NVIDIA H100", 87.0, 40960, 81920, 64.0, 310.0),
-              GpuReading(1, "NVIDIA L4", 5.0, 512, 24576, None, None)],
+        cpu_percent=12.5,
+        ram_used_mb=8192,
+        ram_total_mb=16384,
+        rss_mb=300,
+        gpus=[
+            GpuReading(0, "NVIDIA H100", 87.0, 40960, 81920, 64.0, 310.0),
+            GpuReading(1, "NVIDIA L4", 5.0, 512, 24576, None, None),
+        ],
     )
     text = describe_reading(reading).plain
     assert "GPU0 NVIDIA H100" in text and "util  87%" in text and "40.0/80.0 GiB" in text
