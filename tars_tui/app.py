@@ -21,12 +21,18 @@ from tars_tui.messages import (
     NodeStarted,
     NodeStartFailed,
     SystemSampled,
+    VoiceChecked,
+    VoiceEventPosted,
 )
 from tars_tui.node_link import NodeLink
 from tars_tui.palette import SlashCommands
 from tars_tui.screens.chat import ChatScreen
 from tars_tui.session import ChatSession
 from tars_tui.telemetry import SnapshotFn, SystemSampler
+from tars_tui.voice.capture import FILE_DEVICE_PREFIX
+from tars_tui.voice.commands import voice_problems
+from tars_tui.voice.events import ErrorEvent, VoiceEvent
+from tars_tui.voice.ptt import PushToTalk
 from tars_tui.widgets.panels import SystemPanel
 
 NODE_POLL_S = 2.0
@@ -59,6 +65,10 @@ class TarsApp(App[None]):
             snapshot=snapshot,
         )
         self.node = node or NodeLink(config, config_path=config_path)
+        self.voice: PushToTalk | None = None
+        self.voice_error: str | None = (
+            None if config.voice.enabled else "voice is off in the config ([voice] enabled)"
+        )
         self.chat: ChatScreen | None = None
 
     def _sampled(self, reading: SystemReading) -> None:
@@ -71,14 +81,46 @@ class TarsApp(App[None]):
         if not self.engine.is_ready:
             self.load_model()
         self.sampler.start()
+        if self.config.voice.enabled:
+            self.check_voice()
         if self.node.enabled:
             self.start_node()
             self.set_interval(NODE_POLL_S, self.poll_node, name="node-poll")
 
     def on_unmount(self) -> None:
+        if self.voice is not None:
+            self.voice.close()
         self.sampler.stop()
         self.node.stop()
         self.store.close()
+
+    # -- voice ---------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="voice", exit_on_error=False)
+    def check_voice(self) -> None:
+        """Look for the microphone and Whisper off the UI thread (PortAudio can be slow)."""
+        cfg = self.config.voice
+        from_file = cfg.input_device.startswith(FILE_DEVICE_PREFIX)
+        self.post_message(VoiceChecked(voice_problems(cfg, check_microphone=not from_file)))
+
+    def on_voice_checked(self, message: VoiceChecked) -> None:
+        if message.problems:
+            self.voice_error = "; ".join(message.problems)
+            if self.chat is not None:
+                self.chat.say(f"Voice is off: {self.voice_error}. Everything else works.")
+            return
+        self.voice = PushToTalk(self.config.voice, self._voice_event)
+        self.voice.preload()  # Whisper loads in its own thread; the first press is quick
+
+    def _voice_event(self, event: VoiceEvent) -> None:
+        self.post_message(VoiceEventPosted(event))
+
+    def on_voice_event_posted(self, message: VoiceEventPosted) -> None:
+        if isinstance(message.event, ErrorEvent) and message.event.unavailable:
+            self.voice = None
+            self.voice_error = message.event.message
+        if self.chat is not None:
+            self.chat.on_voice(message.event)
 
     # -- the node (PC2, or the embedded one) -------------------------------------
 

@@ -144,17 +144,18 @@ def _run_doctor(config: Config, args: argparse.Namespace) -> int:
 
 
 def _run_transcribe(config: Config, args: argparse.Namespace) -> int:
-    from tars_tui.voice.capture import VoiceUnavailable
-    from tars_tui.voice.transcribe import transcribe_file
+    from tars_tui.voice.capture import VoiceError
+    from tars_tui.voice.commands import transcribe_file
 
     def show_partial(committed: str, tentative: str) -> None:
-        print(f"… {committed} [{tentative}]".rstrip(" []"), file=sys.stderr, flush=True)
+        shown = f"{committed} [{tentative}]" if tentative else committed
+        print(f"… {shown}", file=sys.stderr, flush=True)
 
     try:
         text = transcribe_file(
             args.file, config.voice, on_partial=show_partial if args.partials else None
         )
-    except (VoiceUnavailable, OSError) as exc:
+    except (VoiceError, OSError) as exc:
         print(f"tars transcribe: {exc}", file=sys.stderr)
         return 1
     print(text)
@@ -162,15 +163,14 @@ def _run_transcribe(config: Config, args: argparse.Namespace) -> int:
 
 
 def _run_devices(config: Config, args: argparse.Namespace) -> int:
-    from tars_tui.voice.capture import VoiceUnavailable, list_input_devices
+    from tars_tui.voice.capture import VoiceUnavailable
+    from tars_tui.voice.commands import devices_report
 
     try:
-        devices = list_input_devices()
+        print(devices_report())
     except VoiceUnavailable as exc:
         print(f"tars devices: {exc}", file=sys.stderr)
         return 1
-    for d in devices:
-        print(d)
     return 0
 
 

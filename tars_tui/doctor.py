@@ -68,15 +68,14 @@ def _check_gpu() -> Check:
 def _check_audio(config: Config) -> Check:
     if not config.voice.enabled:
         return Check("voice", False, "disabled in config ([voice] enabled = false)", optional=True)
-    from tars_tui.voice.capture import VoiceUnavailable, list_input_devices
+    from tars_tui.voice.capture import FILE_DEVICE_PREFIX
+    from tars_tui.voice.commands import voice_problems
 
-    try:
-        devices = list_input_devices()
-    except VoiceUnavailable as exc:
-        return Check("voice", False, str(exc), optional=True)
-    if not devices:
-        return Check("voice", False, "no input device: plug in a microphone", optional=True)
-    return Check("voice", True, f"{len(devices)} input device(s); `tars devices` lists them")
+    from_file = config.voice.input_device.startswith(FILE_DEVICE_PREFIX)
+    problems = voice_problems(config.voice, check_microphone=not from_file)
+    if problems:
+        return Check("voice", False, "; ".join(problems), optional=True)
+    return Check("voice", True, "microphone and Whisper found; `tars devices` lists inputs")
 
 
 def _check_data_dir(config: Config) -> Check:

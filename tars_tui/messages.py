@@ -8,6 +8,7 @@ from textual.message import Message
 
 from node_daemon.sysinfo import SystemReading
 from tars_tui.session import TurnResult
+from tars_tui.voice.events import VoiceEvent
 
 
 class ModelLoaded(Message):
@@ -56,6 +57,22 @@ class NodeStartFailed(Message):
     def __init__(self, error: str) -> None:
         super().__init__()
         self.error = error
+
+
+class VoiceChecked(Message):
+    """Whether voice can work here; ``problems`` say what to install or configure."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__()
+        self.problems = problems
+
+
+class VoiceEventPosted(Message):
+    """An event from the push-to-talk threads, forwarded to the UI."""
+
+    def __init__(self, event: VoiceEvent) -> None:
+        super().__init__()
+        self.event = event
 
 
 class SystemSampled(Message):

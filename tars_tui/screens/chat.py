@@ -23,9 +23,18 @@ from tars_tui.messages import ReplyChunk, ReplyFailed, ReplyFinished
 from tars_tui.node_link import NodeStatus
 from tars_tui.screens.history import HistoryScreen
 from tars_tui.session import ChatSession
+from tars_tui.voice.events import (
+    ErrorEvent,
+    FinalEvent,
+    LevelEvent,
+    PartialEvent,
+    StateEvent,
+    VoiceEvent,
+)
 from tars_tui.widgets.panels import LatencyPanel, SystemPanel
 from tars_tui.widgets.prompt import CompletionList, PromptInput
 from tars_tui.widgets.transcript import AssistantMessage, Transcript
+from tars_tui.widgets.voice import VoicePrompt
 
 if TYPE_CHECKING:
     from tars_tui.app import TarsApp
@@ -50,6 +59,9 @@ class ChatScreen(Screen[None]):
     def __init__(self, session: ChatSession) -> None:
         super().__init__()
         self.session = session
+        ptt = session.config.voice.ptt_key
+        keys = ",".join(dict.fromkeys([ptt, "ctrl+@" if ptt == "ctrl+space" else ptt, "f5"]))
+        self._bindings.bind(keys, "voice", "Talk")
         self._stop = threading.Event()
         self._reply: AssistantMessage | None = None
         self.generating = False
@@ -66,6 +78,7 @@ class ChatScreen(Screen[None]):
                 yield Transcript(id="transcript")
                 yield StatusLine("", id="status")
                 yield CompletionList(id="completions")
+                yield VoicePrompt(id="voice")
                 yield PromptInput(id="prompt")
             with Vertical(id="side"):
                 yield LatencyPanel(self.session.latency, id="latency")
@@ -269,9 +282,73 @@ class ChatScreen(Screen[None]):
     # -- actions -------------------------------------------------------------
 
     def action_cancel(self) -> None:
+        if self.query_one(VoicePrompt).is_open:
+            voice = self.tars.voice
+            if voice is not None:
+                voice.cancel()
+            self._close_voice()
+            self.notify("Voice input discarded.", timeout=2)
+            return
         if self.generating:
             self._stop.set()
             self.set_status("stopping…")
+
+    # -- voice ---------------------------------------------------------------
+
+    def action_voice(self) -> None:
+        """The push-to-talk key: start listening, or stop and transcribe."""
+        voice = self.tars.voice
+        if voice is None:
+            self.say(f"Voice is unavailable: {self.tars.voice_error or 'still starting'}.", "error")
+            return
+        if voice.active:
+            voice.stop()
+            return
+        if voice.start():
+            self.query_one(VoicePrompt).open()
+            self.query_one(PromptInput).display = False
+
+    def on_voice(self, event: VoiceEvent) -> None:
+        panel = self.query_one(VoicePrompt)
+        if isinstance(event, LevelEvent):
+            panel.show_level(event.dbfs)
+        elif isinstance(event, StateEvent):
+            if panel.is_open:
+                panel.show_state(event.state)
+        elif isinstance(event, PartialEvent):
+            panel.show_partial(event.committed, event.tentative)
+        elif isinstance(event, FinalEvent):
+            self._final_voice(event)
+        elif isinstance(event, ErrorEvent):
+            self._close_voice()
+            self.say(f"⚠ Voice: {event.message}", "error")
+
+    def _final_voice(self, event: FinalEvent) -> None:
+        if not self.query_one(VoicePrompt).is_open:
+            return  # discarded with Esc while the final decode ran
+        self._close_voice()
+        if event.timings is not None:
+            self.session.latency.record("stt_ms", event.timings.end_to_final_s * 1000)
+            if event.timings.partial_interval_s is not None:
+                self.session.latency.record(
+                    "stt_partial_ms", event.timings.partial_interval_s * 1000
+                )
+            self.query_one(LatencyPanel).refresh_figures()
+        if not event.text:
+            self.notify("No speech heard.", severity="warning", timeout=3)
+            return
+        prompt = self.query_one(PromptInput)
+        before = prompt.text.rstrip()
+        prompt.load_text(f"{before} {event.text}".strip())
+        prompt.move_cursor(prompt.document.end)
+        if self.session.config.voice.auto_send:
+            prompt.action_submit()
+
+    def _close_voice(self) -> None:
+        self.query_one(VoicePrompt).close()
+        prompt = self.query_one(PromptInput)
+        prompt.display = True
+        prompt.focus()
 
     def action_toggle_panels(self) -> None:
         side = self.query_one("#side")

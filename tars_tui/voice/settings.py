@@ -11,7 +11,9 @@ from tars_tui.settings_schema import setting
 class VoiceConfig:
     enabled: bool = setting(True, "Push-to-talk voice input.")
     input_device: str = setting(
-        "", "Microphone by name (substring) or index; empty = the system default."
+        "",
+        "Microphone by name (substring) or index; empty = the system default; "
+        "file:PATH plays an audio file as the microphone (demos, tests).",
     )
     ptt_key: str = setting("ctrl+space", "Key that starts and stops listening (F5 also works).")
     auto_send: bool = setting(False, "Send the final transcript at once instead of reviewing it.")
@@ -29,6 +31,12 @@ class VoiceConfig:
     )
     partial_interval_s: float = setting(
         0.5, "A partial transcript every this much new audio.", min=0.1, max=5.0
+    )
+    partial_window_s: float = setting(
+        10.0,
+        "Audio window of partial decodes: shorter is faster; 30 = Whisper's full window.",
+        min=5.0,
+        max=30.0,
     )
     speculative_final: bool = setting(
         True,

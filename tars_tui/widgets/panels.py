@@ -17,6 +17,7 @@ STAGE_LABELS = {
     "ttft_ms": ("TTFT", "ms"),
     "tokens_per_s": ("decode", "tok/s"),
     "stt_ms": ("speech→text", "ms"),
+    "stt_partial_ms": ("partials every", "ms"),
     "retrieval_ms": ("retrieval", "ms"),
     "node_rtt_ms": ("node RTT", "ms"),
 }
