@@ -124,6 +124,9 @@ def _run_models(config: Config, args: argparse.Namespace) -> int:
     from tars_tui.model_discovery import find_gguf_models
 
     found = find_gguf_models(config)
+    configured = config.llm.model_path
+    if configured and not Path(configured).expanduser().is_file():
+        print(f"warning: [llm] model_path {configured} does not exist", file=sys.stderr)
     if not found:
         print("No GGUF files found. Put one in ~/.cache/llama.cpp or set [llm] model_path.")
         return 1

@@ -188,6 +188,7 @@ class MicrophoneSource(FrameSource):
         except (sd.PortAudioError, ValueError) as exc:
             raise VoiceUnavailable(f"no usable microphone ({exc}); {PICK_DEVICE}") from None
         self._closed.clear()
+        self._queue = queue.Queue(maxsize=self._queue.maxsize)
         last_error: Exception | None = None
         for rate in dict.fromkeys((SAMPLE_RATE, native_rate)):
             self._resampler = None if rate == SAMPLE_RATE else LinearResampler(rate, SAMPLE_RATE)

@@ -37,7 +37,7 @@ from tars_tui.voice.vad import GateStep, VadGate
 LEVEL_EVERY_FRAMES = 2  # a level event every 60 ms
 # No partial once the speech has paused this long: nothing new to hear, and the
 # decode thread should be free when the (speculative) final is due.
-QUIET_FRAMES = 3
+QUIET_FRAMES = 2
 
 
 @dataclass
@@ -57,6 +57,7 @@ class _Utterance:
     started_at: float
     frames: int = 0
     decodable: int = 0  # frames worth decoding (to the last voiced frame + tail)
+    voiced_end: int = 0  # frames up to and including the last voiced one
     silence: int = 0  # non-speech frames at its end so far
     speculate: int | None = None  # decodable length a speculative final should read
     ended: tuple[str, float] | None = None  # (reason, monotonic time the end was seen)
@@ -116,6 +117,7 @@ class _Decoder:
         utt = _Utterance(audio=np.zeros(size, dtype=np.int16), started_at=now)
         with self._cond:
             utt.add(step.audio, step.speech_frames)
+            utt.voiced_end = utt.frames
             self._queue.append(utt)
             self._cond.notify_all()
         return utt
@@ -124,6 +126,7 @@ class _Decoder:
         with self._cond:
             utt.add(step.audio, step.speech_frames)
             utt.silence = step.silence_frames
+            utt.voiced_end = utt.frames - step.silence_frames
             if step.voiced:
                 utt.speculate = None
             elif (
@@ -137,6 +140,7 @@ class _Decoder:
     def end(self, utt: _Utterance, step: GateStep, now: float) -> None:
         with self._cond:
             utt.decodable = step.speech_frames
+            utt.voiced_end = utt.frames - step.silence_frames
             utt.ended = (step.reason, now)
             self._cond.notify_all()
 
@@ -186,7 +190,7 @@ class _Decoder:
             if utt.ended is not None:
                 return ("final", utt, utt.decodable)
             spec = utt.speculate
-            if spec is not None and (utt.spec is None or utt.spec[0] != spec):
+            if spec is not None and not self._spec_covers(utt):
                 return ("speculate", utt, spec)
             due = utt.frames - utt.partial_frames >= self.interval_frames
             new_speech = utt.decodable != utt.partial_decodable and utt.silence < QUIET_FRAMES
@@ -194,6 +198,13 @@ class _Decoder:
                 utt.partial_frames, utt.partial_decodable = utt.frames, utt.decodable
                 return ("partial", utt, utt.decodable)
             return None
+
+    @staticmethod
+    def _spec_covers(utt: _Utterance) -> bool:
+        """A speculative final holds every voiced frame: only silence came after it
+        (frames that looked voiced for a moment and were then found to be steady
+        noise do not count)."""
+        return utt.spec is not None and utt.spec[0] >= utt.voiced_end
 
     def _run(self, kind: str, utt: _Utterance, frames: int) -> None:
         try:
@@ -224,7 +235,7 @@ class _Decoder:
     def _final(self, utt: _Utterance, frames: int) -> None:
         assert utt.ended is not None
         reason, ended_at = utt.ended
-        if utt.spec is not None and utt.spec[0] == frames:
+        if utt.spec is not None and self._spec_covers(utt):
             decoded, speculative = utt.spec[1], True
         else:
             decoded, speculative = self.engine.decode(utt.samples(frames), final=True), False
