@@ -35,7 +35,11 @@ class ServerConfig:
         0, "IVF: number of clusters; 0 = about 2 x sqrt(items).", min=0, max=1_000_000
     )
     ivf_nprobe: int = setting(
-        16, "IVF: clusters scanned per search (recall vs speed).", min=1, max=65536
+        128,
+        "IVF: clusters scanned per search (recall vs speed; 128 of ~2000 lists gave "
+        "recall@10 0.95 at 1M items in bench/node_rpc.py).",
+        min=1,
+        max=65536,
     )
     curve: bool = setting(False, "Encrypt with CURVE and only answer authorised client keys.")
     allow_insecure: bool = setting(
@@ -54,8 +58,8 @@ class ServerConfig:
         max=256 * 1024 * 1024,
     )
     dedup_threshold: float = setting(
-        0.97,
-        "Cosine above which an upsert is reported as a near-duplicate (not stored twice).",
+        0.95,
+        "Cosine at or above which an upsert is a near-duplicate: reported, not stored twice.",
         min=0.5,
         max=1.0,
     )
