@@ -152,7 +152,7 @@ def test_stop_is_prompt_with_a_long_interval() -> None:
     got.wait_for(1)
     started = time.monotonic()
     assert sampler.stop() is True
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 5.0  # against a 30 s interval
     assert not sampler.running
     assert len(got.readings) == 1
     sampler.start()  # restartable
@@ -176,7 +176,7 @@ def test_stop_gives_up_on_a_stuck_snapshot_and_delivers_nothing_after() -> None:
     (thread,) = [t for t in threading.enumerate() if t.name == "tars-system-sampler"]
     started = time.monotonic()
     assert sampler.stop(timeout=0.2) is False
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 3.0  # gives up, against a snapshot stuck for 10 s
     assert thread.daemon  # never blocks interpreter exit
     release.set()
     thread.join(5)

@@ -138,13 +138,15 @@ async def test_nobody_listening_fails_within_bounded_time() -> None:
         t0 = time.monotonic()
         with pytest.raises(NodeUnavailable) as info:
             await client.health()
-        assert info.value.tries == 3 and time.monotonic() - t0 < 2.0
+        # Bounded, not fast: the point is that it gives up instead of hanging
+        # (3 tries x 0.2 s); the margin absorbs a loaded CI machine.
+        assert info.value.tries == 3 and time.monotonic() - t0 < 10.0
         assert endpoint in str(info.value)
     with BlockingNodeClient(endpoint, timeout_s=0.2, retries=2) as blocking:
         t0 = time.monotonic()
         with pytest.raises(NodeUnavailable):
             blocking.health()
-        assert time.monotonic() - t0 < 2.0
+        assert time.monotonic() - t0 < 10.0
 
 
 async def test_blocking_client_retries_and_drops_strays(fake: FakeNode) -> None:

@@ -322,7 +322,7 @@ async def test_reads_are_answered_while_a_batch_encodes(client: NodeClient, ns: 
     assert kw["hits"][0]["id"] == f"{ns}:0"
     elapsed = time.perf_counter() - t0
     assert not big.done(), "the batch finished before the reads: make it bigger"
-    assert elapsed < 1.0
+    assert elapsed < 5.0  # the batch itself takes far longer; margin for a loaded machine
     assert len(await big) == 120
 
 
