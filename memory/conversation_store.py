@@ -22,147 +22,40 @@ SSD); streaming checkpoints belong in the worker that streams.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
-import math
 import os
 import re
 import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol, get_args
+from typing import Any, Protocol
 
 import psutil
 
 from memory import migrations
 from memory.migrations import DEFAULT_PROJECT_NAME, SchemaError
+from memory.records import (
+    ROLES,
+    STATUSES,
+    Conversation,
+    Message,
+    Project,
+    ProjectActivity,
+    ReplyMetrics,
+    Role,
+    SearchHit,
+    Status,
+    StoreStats,
+)
 
 log = logging.getLogger(__name__)
-
-Role = Literal["user", "assistant", "system"]
-Status = Literal["complete", "cancelled", "streaming", "error"]
-ROLES: tuple[Role, ...] = get_args(Role)
-STATUSES: tuple[Status, ...] = get_args(Status)
 DB_FILENAME = "tars.db"
 TITLE_MAX = 60
-
-
-@dataclass(frozen=True)
-class ReplyMetrics:
-    """What a reply cost. ``stages`` holds any other latency stage (``retrieval_ms``...)."""
-
-    ttft_ms: float | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    tokens_per_s: float | None = None
-    total_ms: float | None = None
-    stages: Mapping[str, float] = field(default_factory=dict)
-
-    _KNOWN: ClassVar[tuple[str, ...]] = (
-        "ttft_ms",
-        "prompt_tokens",
-        "completion_tokens",
-        "tokens_per_s",
-        "total_ms",
-    )
-
-    def to_json(self) -> str:
-        """Flat JSON; values that are not finite numbers are left out."""
-        data = {k: getattr(self, k) for k in self._KNOWN}
-        data.update(self.stages)
-        finite = {k: v for k, v in data.items() if isinstance(v, int | float) and math.isfinite(v)}
-        return json.dumps(finite)
-
-    @classmethod
-    def from_json(cls, text: str) -> ReplyMetrics:
-        data: dict[str, Any] = json.loads(text)
-        known = {k: data.pop(k) for k in cls._KNOWN if k in data}
-        stages = {k: float(v) for k, v in data.items() if isinstance(v, int | float)}
-        return cls(**known, stages=stages)
-
-    def summary(self) -> str:
-        """One line for people, e.g. ``TTFT 120 ms · 45 tokens · 130.2 tok/s · 0.50 s``."""
-        parts = []
-        if self.ttft_ms is not None:
-            parts.append(f"TTFT {self.ttft_ms:.0f} ms")
-        if self.prompt_tokens is not None:
-            parts.append(f"{self.prompt_tokens} prompt tokens")
-        if self.completion_tokens is not None:
-            parts.append(f"{self.completion_tokens} tokens")
-        if self.tokens_per_s is not None:
-            parts.append(f"{self.tokens_per_s:.1f} tok/s")
-        if self.total_ms is not None:
-            parts.append(f"{self.total_ms / 1000:.2f} s total")
-        parts.extend(f"{name} {value:.0f}" for name, value in sorted(self.stages.items()))
-        return " · ".join(parts)
-
-
-@dataclass(frozen=True)
-class Project:
-    id: int
-    name: str
-    description: str
-    summary: str
-    summary_at: float | None
-    created_at: float
-    archived: bool
-
-
-@dataclass(frozen=True)
-class Conversation:
-    id: int
-    project_id: int
-    title: str
-    created_at: float
-    updated_at: float  # last activity: any message written
-    model: str | None  # the model of the latest reply
-    message_count: int
-
-
-@dataclass(frozen=True)
-class Message:
-    id: int
-    conversation_id: int
-    role: Role
-    text: str
-    created_at: float
-    completed_at: float | None
-    model: str | None
-    status: Status
-    metrics: ReplyMetrics | None
-    error: str | None
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    message_id: int
-    conversation_id: int
-    conversation_title: str
-    project_id: int
-    role: Role
-    snippet: str
-    created_at: float
-    score: float  # bm25: lower is a better match
-
-
-@dataclass(frozen=True)
-class StoreStats:
-    projects: int
-    conversations: int
-    messages: int
-    messages_by_role: dict[str, int]
-    messages_by_status: dict[str, int]
-    prompt_tokens: int
-    completion_tokens: int
-    mean_ttft_ms: float | None
-    mean_tokens_per_s: float | None
-    db_bytes: int
 
 
 class HasDataDir(Protocol):
@@ -298,7 +191,7 @@ class ConversationStore:
         with self._lock:
             return {n: self._conn.execute(f"PRAGMA {n}").fetchone()[0] for n in names}
 
-    # -- projects (issue 5 adds the rest) ---------------------------------------
+    # -- projects -----------------------------------------------------------------
 
     def default_project(self) -> Project:
         rows = self._rows("SELECT * FROM projects WHERE name = ?", (DEFAULT_PROJECT_NAME,))
@@ -328,6 +221,88 @@ class ConversationStore:
     def list_projects(self, *, include_archived: bool = False) -> list[Project]:
         where = "" if include_archived else "WHERE archived = 0"
         return [_project(r) for r in self._rows(f"SELECT * FROM projects {where} ORDER BY id")]
+
+    def project_by_name(self, name: str) -> Project | None:
+        """The project called ``name`` (case-insensitive), archived or not."""
+        rows = self._rows(
+            "SELECT * FROM projects WHERE name = ? COLLATE NOCASE ORDER BY id LIMIT 1",
+            (name.strip(),),
+        )
+        return _project(rows[0]) if rows else None
+
+    def rename_project(self, project_id: int, name: str) -> None:
+        """Raises ValueError when another project has that name, LookupError when none."""
+        try:
+            with self._write() as conn:
+                cursor = conn.execute(
+                    "UPDATE projects SET name = ? WHERE id = ?", (name.strip(), project_id)
+                )
+                _require(cursor, "project", project_id)
+        except sqlite3.IntegrityError:
+            raise ValueError(f"a project named {name.strip()!r} exists already") from None
+
+    def set_project_archived(self, project_id: int, archived: bool = True) -> None:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE projects SET archived = ? WHERE id = ?", (int(archived), project_id)
+            )
+            _require(cursor, "project", project_id)
+
+    def set_project_description(self, project_id: int, description: str) -> None:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE projects SET description = ? WHERE id = ?",
+                (description.strip(), project_id),
+            )
+            _require(cursor, "project", project_id)
+
+    def set_project_summary(self, project_id: int, summary: str, at: float | None = None) -> None:
+        """Store a project's summary with its date (default: now)."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE projects SET summary = ?, summary_at = ? WHERE id = ?",
+                (summary.strip(), time.time() if at is None else at, project_id),
+            )
+            _require(cursor, "project", project_id)
+
+    def project_activity(self, *, include_archived: bool = False) -> list[ProjectActivity]:
+        """Every project with its conversation and message counts, latest activity first."""
+        where = "" if include_archived else "WHERE p.archived = 0"
+        rows = self._rows(
+            "SELECT p.id, count(DISTINCT c.id) AS conversations, count(m.id) AS messages,"
+            " coalesce(max(c.updated_at), p.created_at) AS last_activity"
+            " FROM projects p LEFT JOIN conversations c ON c.project_id = p.id"
+            f" LEFT JOIN messages m ON m.conversation_id = c.id {where}"
+            " GROUP BY p.id ORDER BY last_activity DESC, p.id"
+        )
+        projects = {p.id: p for p in self.list_projects(include_archived=include_archived)}
+        return [
+            ProjectActivity(
+                projects[r["id"]], r["conversations"], r["messages"], r["last_activity"]
+            )
+            for r in rows
+            if r["id"] in projects
+        ]
+
+    def projects_needing_summary(self) -> list[Project]:
+        """Unarchived projects with messages newer than their summary."""
+        rows = self._rows(
+            "SELECT p.* FROM projects p WHERE p.archived = 0 AND EXISTS ("
+            " SELECT 1 FROM conversations c JOIN messages m ON m.conversation_id = c.id"
+            " WHERE c.project_id = p.id AND m.status = 'complete'"
+            " AND m.completed_at > coalesce(p.summary_at, 0)) ORDER BY p.id"
+        )
+        return [_project(r) for r in rows]
+
+    def project_messages(self, project_id: int, limit: int = 200) -> list[Message]:
+        """The project's latest complete messages (all its conversations), oldest first."""
+        rows = self._rows(
+            "SELECT * FROM (SELECT m.* FROM messages m JOIN conversations c"
+            " ON c.id = m.conversation_id WHERE c.project_id = ? AND m.status = 'complete'"
+            " AND m.role IN ('user', 'assistant') ORDER BY m.id DESC LIMIT ?) ORDER BY id",
+            (project_id, limit),
+        )
+        return [_message(r) for r in rows]
 
     # -- conversations ------------------------------------------------------------
 
@@ -666,6 +641,7 @@ __all__ = [
     "ConversationStore",
     "Message",
     "Project",
+    "ProjectActivity",
     "ReplyMetrics",
     "Role",
     "SchemaError",

@@ -5,7 +5,8 @@ lives in ``PRAGMA user_version`` (0 = empty file). Each step runs in its own
 transaction together with the version bump, so a failing step leaves the database
 at the previous version. Later issues append steps; never edit a released one.
 
-Only :class:`memory.conversation_store.ConversationStore` calls :func:`migrate`.
+The stores call :func:`migrate` when they open the file
+(:class:`memory.conversation_store.ConversationStore`, :class:`memory.memory_store.MemoryStore`).
 """
 
 from __future__ import annotations
@@ -107,7 +108,67 @@ def _v2_fts(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_v1_core, _v2_fts]
+def _v3_long_term_memory(conn: sqlite3.Connection) -> None:
+    """Long-term memory on PC1 (issue 5), owned by :class:`memory.memory_store.MemoryStore`:
+
+    - ``memory_meta``: key/value (this database's ``instance`` id, job cursors).
+    - ``memories``: the ledger of every memory sent to the node (text kept here, so
+      it can be listed, pinned, restored and re-sent); ``project_id`` NULL = global.
+    - ``outbox``: node writes waiting for delivery, in ``seq`` order.
+    - ``documents``: ingested files with their content hash (re-ingest skips them).
+    """
+    _execute_all(
+        conn,
+        (
+            "CREATE TABLE memory_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            """CREATE TABLE memories (
+                id              TEXT PRIMARY KEY,
+                project_id      INTEGER REFERENCES projects(id),
+                kind            TEXT NOT NULL CHECK (kind IN ('exchange', 'fact')),
+                text            TEXT NOT NULL,
+                conversation_id INTEGER REFERENCES conversations(id) ON DELETE SET NULL,
+                message_id      INTEGER,
+                created_at      REAL NOT NULL,
+                pinned          INTEGER NOT NULL DEFAULT 0 CHECK (pinned IN (0, 1)),
+                forgotten_at    REAL,
+                merged_into     TEXT,
+                merged_at       REAL,
+                merge_score     REAL,
+                delivered_at    REAL
+            )""",
+            "CREATE INDEX memories_by_project ON memories(project_id, created_at DESC)",
+            "CREATE INDEX memories_by_time ON memories(created_at DESC)",
+            "CREATE INDEX memories_pinned ON memories(project_id) WHERE pinned = 1",
+            """CREATE TABLE outbox (
+                seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+                op         TEXT NOT NULL CHECK (op IN ('upsert', 'delete')),
+                item_id    TEXT NOT NULL,
+                payload    TEXT CHECK (payload IS NULL OR json_valid(payload)),
+                created_at REAL NOT NULL,
+                attempts   INTEGER NOT NULL DEFAULT 0,
+                last_error TEXT,
+                failed     INTEGER NOT NULL DEFAULT 0 CHECK (failed IN (0, 1))
+            )""",
+            "CREATE INDEX outbox_waiting ON outbox(seq) WHERE failed = 0",
+            """CREATE TABLE documents (
+                id           INTEGER PRIMARY KEY,
+                project_id   INTEGER REFERENCES projects(id),
+                path         TEXT NOT NULL,
+                name         TEXT NOT NULL,
+                content_hash TEXT NOT NULL,
+                size         INTEGER NOT NULL,
+                chunks       INTEGER NOT NULL,
+                ingested_at  REAL NOT NULL
+            )""",
+            "CREATE UNIQUE INDEX documents_by_path ON documents(coalesce(project_id, 0), path)",
+        ),
+    )
+    conn.execute(
+        "INSERT INTO memory_meta (key, value) VALUES ('instance', lower(hex(randomblob(4))))"
+    )
+
+
+MIGRATIONS: list[Migration] = [_v1_core, _v2_fts, _v3_long_term_memory]
 
 
 def latest_version() -> int:

@@ -10,7 +10,9 @@ from textual.app import App
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
+from memory.context import approx_tokens, context_budget
 from memory.conversation_store import ConversationStore
+from memory.service import Memory
 from node_daemon.local import NodeStartError
 from node_daemon.sysinfo import SystemReading
 from tars_tui.config import Config
@@ -65,11 +67,32 @@ class TarsApp(App[None]):
             snapshot=snapshot,
         )
         self.node = node or NodeLink(config, config_path=config_path)
+        self.memory: Memory | None = None
+        if config.memory.enabled and self.node.enabled:
+            self.memory = Memory.open(
+                config.memory,
+                self.store,
+                lambda: self.node.client,
+                count_tokens=self._count_tokens,
+                budget_tokens=context_budget(
+                    config.memory.context_tokens, config.llm.n_ctx, config.llm.max_tokens
+                ),
+                on_pending=self._outbox_changed,
+            )
         self.voice: PushToTalk | None = None
         self.voice_error: str | None = (
             None if config.voice.enabled else "voice is off in the config ([voice] enabled)"
         )
         self.chat: ChatScreen | None = None
+
+    def _count_tokens(self, text: str) -> int:
+        # The engine's tokenizer blocks until the model is loaded; estimate until then.
+        return self.engine.count_tokens(text) if self.engine.is_ready else approx_tokens(text)
+
+    def _outbox_changed(self, pending: int) -> None:
+        # Called from whichever thread wrote to or drained the outbox.
+        if self.chat is not None:
+            self.call_later(self.chat.set_status)
 
     def _sampled(self, reading: SystemReading) -> None:
         self.post_message(SystemSampled(reading))
@@ -86,12 +109,21 @@ class TarsApp(App[None]):
         if self.node.enabled:
             self.start_node()
             self.set_interval(NODE_POLL_S, self.poll_node, name="node-poll")
+        if self.memory is not None:
+            self.run_worker(
+                self.memory.semantic.run_delivery(),
+                name="memory-delivery",
+                group="memory-delivery",
+                exit_on_error=False,
+            )
 
     def on_unmount(self) -> None:
         if self.voice is not None:
             self.voice.close()
         self.sampler.stop()
         self.node.stop()
+        if self.memory is not None:
+            self.memory.close()
         self.store.close()
 
     # -- voice ---------------------------------------------------------------------
@@ -134,6 +166,8 @@ class TarsApp(App[None]):
         self.post_message(NodeStarted(endpoint, restarted=restart))
 
     def on_node_started(self, message: NodeStarted) -> None:
+        if self.memory is not None:
+            self.memory.semantic.kick(force=True)  # deliver what waited for the node
         if self.chat is not None:
             where = (
                 "restarted"

@@ -44,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("file", type=Path)
     tr.add_argument("--partials", action="store_true", help="print partial transcripts too")
     sub.add_parser("devices", help="list audio input devices for [voice] input_device")
+    jobs = sub.add_parser("jobs", help="maintenance: summaries, memory merges, index, outbox")
+    jobs.add_argument("action", choices=["run"])
+    jobs.add_argument(
+        "--only",
+        action="append",
+        metavar="JOB",
+        help="run just this job (repeatable): flush, merge, compact, summaries",
+    )
     return parser
 
 
@@ -68,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "doctor": _run_doctor,
         "transcribe": _run_transcribe,
         "devices": _run_devices,
+        "jobs": _run_jobs,
     }
     return handlers[command](config, args)
 
@@ -175,6 +184,19 @@ def _run_devices(config: Config, args: argparse.Namespace) -> int:
         print(f"tars devices: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_jobs(config: Config, args: argparse.Namespace) -> int:
+    from memory.jobs import JOB_NAMES, jobs_main
+
+    only = tuple(args.only) if args.only else JOB_NAMES
+    unknown = [name for name in only if name not in JOB_NAMES]
+    if unknown:
+        print(
+            f"tars jobs: unknown job {unknown[0]!r}; jobs: {', '.join(JOB_NAMES)}", file=sys.stderr
+        )
+        return 2
+    return jobs_main(config, only=only)
 
 
 if __name__ == "__main__":

@@ -107,8 +107,13 @@ def help_markdown(name: str | None = None) -> str:
         if cmd is None:
             raise UsageError(f"no command /{name.lstrip('/')}")
         return f"**{cmd.usage}**\n\n{cmd.summary}"
-    rows = "\n".join(f"| `{c.usage}` | {c.summary} |" for c in REGISTRY.values())
+    rows = "\n".join(f"| `{_cell(c.usage)}` | {_cell(c.summary)} |" for c in REGISTRY.values())
     return "| Command | What it does |\n|---|---|\n" + rows
+
+
+def _cell(text: str) -> str:
+    # A "|" inside a table cell would split it (e.g. /system's "TEXT | reset").
+    return text.replace("|", "\\|")
 
 
 # -- the commands ------------------------------------------------------------
@@ -249,3 +254,8 @@ def _quit(host: CommandHost, args: str) -> None:
 def _no_args(args: str) -> None:
     if args:
         raise UsageError(f"this command takes no arguments, got {args!r}")
+
+
+# The memory commands live in their own module and register into REGISTRY as well;
+# importing it here makes the registry complete wherever it is read.
+from tars_tui import commands_memory  # noqa: E402, F401

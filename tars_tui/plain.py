@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
@@ -20,12 +22,18 @@ from prompt_toolkit.output import Output
 from rich.console import Console
 from rich.markdown import Markdown
 
+from memory.context import context_budget
 from memory.conversation_store import Conversation, ConversationStore
+from memory.loop import LoopThread
+from memory.service import Memory
+from node_daemon.local import NodeStartError
 from tars_tui import commands
 from tars_tui.commands import Style
 from tars_tui.config import Config
 from tars_tui.formatting import describe_conversation, metrics_line
 from tars_tui.llm import LLMEngine, ModelError
+from tars_tui.memory_views import View
+from tars_tui.node_link import NodeLink
 from tars_tui.session import ChatSession
 
 
@@ -39,12 +47,38 @@ class SlashCompleter(Completer):
 
 
 class PlainHost:
-    """The CommandHost of plain mode."""
+    """The CommandHost (and MemoryHost) of plain mode.
 
-    def __init__(self, session: ChatSession, console: Console) -> None:
+    There is no event loop here, so the node client and memory run in a
+    LoopThread; the turn itself runs in the main thread.
+    """
+
+    def __init__(
+        self,
+        session: ChatSession,
+        console: Console,
+        *,
+        memory: Memory | None = None,
+        loop: LoopThread | None = None,
+    ) -> None:
         self.session = session
         self.console = console
         self.running = True
+        self.memory = memory
+        self.loop = loop
+
+    def run_async(self, job: Coroutine[Any, Any, None], name: str) -> None:
+        if self.loop is None:
+            job.close()
+            self.say(f"{name}: long-term memory is off", "error")
+            return
+        try:
+            self.loop.run(job)
+        except Exception as exc:
+            self.say(f"{name} failed: {exc}", "error")
+
+    def show_view(self, view: View) -> bool:
+        return False  # the commands print their views as text here
 
     def say(self, text: str, style: Style = "info") -> None:
         if style == "markdown":
@@ -93,7 +127,6 @@ def run_plain(
     engine = LLMEngine(config.llm)
     store = ConversationStore(config.data_dir / "tars.db")
     session = ChatSession(config, engine, store)
-    host = PlainHost(session, console)
     try:
         with console.status(f"loading {engine.model_name}…"):
             engine.load()
@@ -101,6 +134,26 @@ def run_plain(
         console.print(f"tars: {exc}", style="red", markup=False)
         store.close()
         return 1
+    link = NodeLink(config)
+    loop: LoopThread | None = None
+    memory: Memory | None = None
+    if link.enabled and config.memory.enabled:
+        loop = LoopThread()
+        memory = Memory.open(
+            config.memory,
+            store,
+            lambda: link.client,
+            count_tokens=engine.count_tokens,
+            budget_tokens=context_budget(
+                config.memory.context_tokens, config.llm.n_ctx, config.llm.max_tokens
+            ),
+        )
+        loop.submit(memory.semantic.run_delivery())
+        # The node starts while the user types; recall says so if it is not up yet.
+        threading.Thread(
+            target=_start_node, args=(link, memory, console), daemon=True, name="tars-node-start"
+        ).start()
+    host = PlainHost(session, console, memory=memory, loop=loop)
     if session.reopen_last():
         host.say("Reopened your last conversation (/new starts another, /help lists commands).")
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -123,9 +176,23 @@ def run_plain(
                 continue
             _turn(host, line.strip())
     finally:
+        if loop is not None:
+            loop.close()
+        link.stop()
+        if memory is not None:
+            memory.close()
         store.close()
         engine.close()
     return 0
+
+
+def _start_node(link: NodeLink, memory: Memory, console: Console) -> None:
+    try:
+        link.start()
+    except (NodeStartError, OSError, ValueError) as exc:
+        console.print(f"{exc}. Going on without long-term memory.", style="red", markup=False)
+        return
+    memory.semantic.kick(force=True)
 
 
 def _turn(host: PlainHost, text: str) -> None:
@@ -133,6 +200,7 @@ def _turn(host: PlainHost, text: str) -> None:
     console.print("[b]tars:[/] ", end="")
     # ctrl+c while streaming stops the reply within one token; what was generated
     # is kept and stored as cancelled, as Esc does in the TUI.
+    context, stages = _recall(host, text)
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
@@ -140,6 +208,8 @@ def _turn(host: PlainHost, text: str) -> None:
             text,
             on_piece=lambda p: console.print(p, end="", markup=False, highlight=False),
             should_stop=stop.is_set,
+            context=context,
+            stages=stages,
         )
     except ModelError as exc:
         console.print(f"\n{exc}", style="red", markup=False)
@@ -148,3 +218,30 @@ def _turn(host: PlainHost, text: str) -> None:
         signal.signal(signal.SIGINT, previous)
     console.print()
     console.print(metrics_line(result.metrics, cancelled=result.cancelled), style="dim")
+    conv = host.session.conversation
+    if host.memory is not None and conv is not None and not result.cancelled and result.text:
+        host.memory.semantic.remember_exchange(
+            text,
+            result.text,
+            project_id=host.session.project_id,
+            conversation_id=conv.id,
+            message_id=result.message_id,
+        )
+
+
+def _recall(host: PlainHost, text: str) -> tuple[str, dict[str, float]]:
+    """Memories for this turn (text for the model, and the retrieval time)."""
+    if host.memory is None or host.loop is None:
+        return "", {}
+    conv = host.session.conversation
+    recall = host.loop.run(
+        host.memory.semantic.recall(
+            text, host.session.project_id, conversation_id=conv.id if conv else None
+        ),
+        timeout=host.memory.config.recall_timeout_s + 5,
+    )
+    if recall.error:
+        host.say(f"(long-term memory unavailable: {recall.error})")
+    elif recall.used_ids or recall.summary_used:
+        host.say(f"({recall.summary_line()})")
+    return recall.context_text, recall.stages

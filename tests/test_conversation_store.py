@@ -387,6 +387,7 @@ def test_migration_from_version_1(db: Path) -> None:
 
 def test_failed_migration_rolls_back(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ConversationStore(db).close()
+    latest = migrations.latest_version()
 
     def broken(conn: sqlite3.Connection) -> None:
         conn.execute("CREATE TABLE half_done (x)")
@@ -396,7 +397,7 @@ def test_failed_migration_rolls_back(db: Path, monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(RuntimeError, match="disk on fire"):
         ConversationStore(db)
     with sqlite3.connect(db) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == latest
         tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master")}
     assert "half_done" not in tables
 

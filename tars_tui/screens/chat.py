@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -15,14 +16,17 @@ from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from memory.conversation_store import Conversation
+from memory.service import Memory
 from tars_tui import commands
 from tars_tui.batching import ChunkBatcher
 from tars_tui.commands import Style
 from tars_tui.llm import ModelError
+from tars_tui.memory_views import View
 from tars_tui.messages import ReplyChunk, ReplyFailed, ReplyFinished
 from tars_tui.node_link import NodeStatus
 from tars_tui.screens.history import HistoryScreen
-from tars_tui.session import ChatSession
+from tars_tui.screens.memory import push_memory_view
+from tars_tui.session import ChatSession, TurnResult
 from tars_tui.voice.events import (
     ErrorEvent,
     FinalEvent,
@@ -65,6 +69,7 @@ class ChatScreen(Screen[None]):
         self._stop = threading.Event()
         self._reply: AssistantMessage | None = None
         self.generating = False
+        self._user_text = ""
         self.node_label = ""
 
     @property
@@ -107,7 +112,10 @@ class ChatScreen(Screen[None]):
                 text = f"⚠ no model: {engine.load_error}"
             else:
                 text = f"loading {engine.model_name}… (you can type already)"
-        self.query_one(StatusLine).update(f"{text}  ·  {self.node_label}")
+        memory = self.tars.memory
+        pending = memory.semantic.pending_count() if memory is not None else 0
+        outbox = f"  ·  {pending} memories waiting for the node" if pending else ""
+        self.query_one(StatusLine).update(f"{text}  ·  {self.node_label}{outbox}")
         conv = self.session.conversation
         title = conv.title if conv and conv.title else "new conversation"
         self.title = "TARS"
@@ -174,6 +182,18 @@ class ChatScreen(Screen[None]):
     def quit(self) -> None:
         self.app.exit()
 
+    # -- MemoryHost (the memory commands) --------------------------------------
+
+    @property
+    def memory(self) -> Memory | None:
+        return self.tars.memory
+
+    def run_async(self, job: Coroutine[Any, Any, None], name: str) -> None:
+        self.run_worker(job, name=name, group="memory", exit_on_error=False)
+
+    def show_view(self, view: View) -> bool:
+        return push_memory_view(self, view)
+
     # -- sending -------------------------------------------------------------
 
     @on(PromptInput.Submitted)
@@ -196,15 +216,41 @@ class ChatScreen(Screen[None]):
         self._reply = transcript.add_assistant()
         transcript.scroll_end(animate=False)
         self.generating = True
+        self._user_text = text
         self._stop.clear()
+        self.recall_then_generate(text)
+
+    @work(exclusive=True, group="recall", exit_on_error=False)
+    async def recall_then_generate(self, text: str) -> None:
+        """Long-term memory first (in this loop: zmq.asyncio), then the model (a thread)."""
+        context, stages = "", {}
+        memory = self.tars.memory
+        if memory is not None:
+            self.set_status("remembering…  Esc to stop")
+            conv = self.session.conversation
+            recall = await memory.semantic.recall(
+                text, self.session.project_id, conversation_id=conv.id if conv else None
+            )
+            if recall.error:
+                self.say(
+                    f"⚠ Long-term memory is unavailable ({recall.error}); replying without it.",
+                    "error",
+                )
+            elif recall.used_ids or recall.summary_used:
+                self.query_one(Transcript).add_remembered(
+                    recall.summary_line(), recall.details_markdown(), before=self._reply
+                )
+            context, stages = recall.context_text, recall.stages
         if not self.session.engine.is_ready:
             self.set_status("waiting for the model to load…  Esc to stop")
         else:
             self.set_status("generating…  Esc to stop")
-        self.generate(text)
+        self.generate(text, context, stages)
 
     @work(thread=True, exclusive=True, group="llm", exit_on_error=False)
-    def generate(self, text: str) -> None:
+    def generate(
+        self, text: str, context: str = "", stages: dict[str, float] | None = None
+    ) -> None:
         worker = get_current_worker()
 
         def emit(chunk: str) -> None:
@@ -216,6 +262,8 @@ class ChatScreen(Screen[None]):
                 text,
                 on_piece=batcher.add,
                 should_stop=lambda: self._stop.is_set() or worker.is_cancelled,
+                context=context,
+                stages=stages,
             )
         except ModelError as exc:
             self.post_message(ReplyFailed(str(exc)))
@@ -232,8 +280,22 @@ class ChatScreen(Screen[None]):
         if reply is not None:
             await reply.append(message.tail)
             await reply.finish(message.result.metrics, cancelled=message.result.cancelled)
+        self._remember(message.result)
         self.query_one(LatencyPanel).refresh_figures()
         self.set_status()
+
+    def _remember(self, result: TurnResult) -> None:
+        """A complete exchange becomes a memory of the active project (via the outbox)."""
+        memory, conv = self.tars.memory, self.session.conversation
+        if memory is None or conv is None or result.cancelled or not result.text.strip():
+            return
+        memory.semantic.remember_exchange(
+            self._user_text,
+            result.text,
+            project_id=self.session.project_id,
+            conversation_id=conv.id,
+            message_id=result.message_id,
+        )
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         # An unexpected failure of a turn (the app reports it) must not leave the

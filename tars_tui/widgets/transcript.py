@@ -6,7 +6,8 @@ from typing import Literal
 
 from textual import events
 from textual.containers import Vertical, VerticalScroll
-from textual.widgets import Markdown, Static
+from textual.widget import Widget
+from textual.widgets import Collapsible, Markdown, Static
 from textual.widgets._markdown import MarkdownFence, MarkdownStream
 
 from memory.conversation_store import ReplyMetrics
@@ -96,6 +97,14 @@ class MarkdownNote(Markdown):
     """
 
 
+class Remembered(Collapsible):
+    DEFAULT_CSS = """
+    Remembered { margin: 1 0 0 0; padding: 0; border: none; background: transparent;
+                 color: $text-muted; }
+    Remembered CollapsibleTitle { color: $text-muted; }
+    """
+
+
 class Transcript(VerticalScroll):
     DEFAULT_CSS = """
     Transcript { height: 1fr; padding: 0 1; scrollbar-size-vertical: 1; }
@@ -111,13 +120,24 @@ class Transcript(VerticalScroll):
         self._add(widget)
         return widget
 
+    def add_remembered(
+        self, title: str, details: str, *, before: Widget | None = None
+    ) -> Collapsible:
+        """The memories a reply was given, collapsed to one line until opened."""
+        widget = Remembered(MarkdownNote(details), title=title, collapsed=True)
+        if before is not None and before.parent is self:
+            self.mount(widget, before=before)
+        else:
+            self._add(widget)
+        return widget
+
     def add_note(self, text: str, style: NoteStyle = "info") -> None:
         if style == "markdown":
             self._add(MarkdownNote(text))
         else:
             self._add(Note(text, markup=False, classes=f"-{style}"))
 
-    def _add(self, widget: Static | Markdown | Vertical) -> None:
+    def _add(self, widget: Widget) -> None:
         at_end = self.is_vertical_scroll_end or self.max_scroll_y == 0
         self.mount(widget)
         if at_end:
