@@ -42,7 +42,6 @@ from memory.retrieval import SearchMode, retrieve
 from memory.settings import MemoryConfig
 from node_daemon.client import NodeError, NodeUnavailable
 
-
 SummarySource = Callable[[int], "tuple[str, str] | None"]
 Scope = Literal["project", "all"]
 MEMORY_KINDS = ("exchange", "fact")

@@ -18,8 +18,9 @@ SIZE = (120, 40)
 
 
 def with_node(config: Config, endpoint: str) -> Config:
-    return dataclasses.replace(config, node=dataclasses.replace(
-        config.node, endpoint=endpoint, timeout_s=0.5, retries=1))
+    return dataclasses.replace(
+        config, node=dataclasses.replace(config.node, endpoint=endpoint, timeout_s=0.5, retries=1)
+    )
 
 
 def notes(app: TarsApp) -> list[str]:
@@ -39,13 +40,21 @@ async def test_a_remembered_fact_is_recalled_and_exchanges_are_remembered(
     app = make_app(with_node(config, "auto"))
     async with app.run_test(size=SIZE) as pilot:
         assert app.memory is not None and app.chat is not None
-        await wait_until(pilot, lambda: app.node.state == "local" and app.engine.is_ready,
-                         timeout=120, what="the node and the model")
+        await wait_until(
+            pilot,
+            lambda: app.node.state == "local" and app.engine.is_ready,
+            timeout=120,
+            what="the node and the model",
+        )
         await type_text(pilot, "/remember My sister Aurelia lives in Lisbon.")
         await pilot.press("enter")
         semantic = app.memory.semantic
-        await wait_until(pilot, lambda: semantic.pending_count() == 0, timeout=30,
-                         what="the fact to reach the node")
+        await wait_until(
+            pilot,
+            lambda: semantic.pending_count() == 0,
+            timeout=30,
+            what="the fact to reach the node",
+        )
 
         app.chat.send("Where does my sister live?")
         await wait_until(pilot, lambda: not app.chat.generating, what="the reply")  # type: ignore[union-attr]
@@ -60,8 +69,12 @@ async def test_a_remembered_fact_is_recalled_and_exchanges_are_remembered(
         reply = app.store.messages(conv.id)[-1]
         assert reply.metrics is not None and "retrieval_ms" in reply.metrics.stages
         # The exchange itself became a memory of the active project, delivered.
-        await wait_until(pilot, lambda: semantic.pending_count() == 0, timeout=30,
-                         what="the exchange to reach the node")
+        await wait_until(
+            pilot,
+            lambda: semantic.pending_count() == 0,
+            timeout=30,
+            what="the exchange to reach the node",
+        )
         records = app.memory.store.list_memories(app.session.project_id)
         assert sorted(m.kind for m in records) == ["exchange", "fact"]
         exchange = next(m for m in records if m.kind == "exchange")
@@ -83,5 +96,8 @@ async def test_unreachable_node_reply_still_comes_and_memories_wait(config: Conf
         assert any("Long-term memory is unavailable" in n for n in notes(app))
         # The exchange waits in the durable outbox, and the status line says so.
         assert app.memory.semantic.pending_count() == 1
-        await wait_until(pilot, lambda: "1 memories waiting for the node" in status(app),
-                         what="the outbox count in the status line")
+        await wait_until(
+            pilot,
+            lambda: "1 memories waiting for the node" in status(app),
+            what="the outbox count in the status line",
+        )
