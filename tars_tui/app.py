@@ -35,7 +35,6 @@ from tars_tui.voice.capture import FILE_DEVICE_PREFIX
 from tars_tui.voice.commands import voice_problems
 from tars_tui.voice.events import ErrorEvent, VoiceEvent
 from tars_tui.voice.ptt import PushToTalk
-from tars_tui.widgets.panels import SystemPanel
 
 NODE_POLL_S = 2.0
 
@@ -191,7 +190,7 @@ class TarsApp(App[None]):
         status = await self.node.poll()
         if status.rtt_ms is not None:
             self.session.latency.record("node_rtt_ms", status.rtt_ms)
-        if self.chat is not None and self.chat.is_mounted:
+        if self.chat is not None:
             self.chat.show_node(status)
             if status.state == "unreachable" and was in ("local", "remote"):
                 self.chat.say(
@@ -225,8 +224,8 @@ class TarsApp(App[None]):
             self.chat.say(f"⚠ {message.error}.{hint}", "error")
 
     def on_system_sampled(self, message: SystemSampled) -> None:
-        if self.chat is not None and self.chat.is_mounted:
-            self.chat.query_one("#system", SystemPanel).show(message.reading)
+        if self.chat is not None:
+            self.chat.show_system(message.reading)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """The one place unexpected worker failures are shown, never swallowed."""

@@ -445,6 +445,7 @@ def open_at_message(host: MemoryHost, memory: Memory, message_id: int) -> None:
     if message is None:
         raise UsageError(f"no message @{message_id}")
     conv = host.session.open(message.conversation_id)
+    host.focus_message(message_id)
     host.reload_view()
     host.say(
         f"Opened “{conv.title or 'untitled'}” at @{message_id} ({when(message.created_at)}): "

@@ -97,6 +97,12 @@ class PlainHost:
             self.console.print(f"[b]{who}:[/] ", end="")
             self.console.print(m.text, markup=False, highlight=False)
 
+    def focus_message(self, message_id: int) -> None:
+        message = self.session.store.get_message(message_id)
+        if message is not None:
+            self.console.print(f"[b]@{message_id} {message.role}:[/] ", end="")
+            self.console.print(message.text, markup=False, highlight=False)
+
     def choose_conversation(self, conversations: list[Conversation]) -> None:
         for i, conv in enumerate(conversations, 1):
             self.console.print(f"{i:3}. {describe_conversation(conv)}")

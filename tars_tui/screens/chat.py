@@ -12,11 +12,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from memory.conversation_store import Conversation
 from memory.service import Memory
+from node_daemon.sysinfo import SystemReading
 from tars_tui import commands
 from tars_tui.batching import ChunkBatcher
 from tars_tui.commands import Style
@@ -57,7 +59,7 @@ class ChatScreen(Screen[None]):
         Binding("f2", "toggle_panels", "Panels"),
         Binding("ctrl+n", "new_chat", "New chat"),
         Binding("ctrl+o", "history", "History"),
-        Binding("ctrl+y", "copy_code", "Copy code"),
+        Binding("f3", "copy_code", "Copy code"),
     ]
 
     def __init__(self, session: ChatSession) -> None:
@@ -70,6 +72,11 @@ class ChatScreen(Screen[None]):
         self._reply: AssistantMessage | None = None
         self.generating = False
         self._user_text = ""
+        self._focus_message: int | None = None
+        # Samplers, the node poll and the outbox report from outside this screen;
+        # they are shown only between mount and unmount.
+        self.ready = False
+        self._early_notes: list[tuple[str, Style]] = []
         self.node_label = ""
 
     @property
@@ -99,11 +106,24 @@ class ChatScreen(Screen[None]):
         node_panel.show_unavailable("waiting for the node…")
         self.query_one(PromptInput).focus()
         await self.render_conversation()
+        self.ready = True
+        for text, style in self._early_notes:
+            self.say(text, style)
+        self._early_notes.clear()
         self.set_status()
+
+    def on_unmount(self) -> None:
+        self.ready = False
+
+    def show_system(self, reading: SystemReading) -> None:
+        if self.ready:
+            self.query_one("#system", SystemPanel).show(reading)
 
     # -- status and header ---------------------------------------------------
 
     def set_status(self, text: str | None = None) -> None:
+        if not self.ready:
+            return
         if text is None:
             engine = self.session.engine
             if engine.is_ready:
@@ -123,6 +143,8 @@ class ChatScreen(Screen[None]):
 
     def show_node(self, status: NodeStatus) -> None:
         self.node_label = status.label
+        if not self.ready:
+            return
         panel = self.query_one("#system-node", SystemPanel)
         if status.system is not None and status.state in ("local", "remote"):
             panel.border_title = f"System · PC2 node ({status.state})"
@@ -138,22 +160,39 @@ class ChatScreen(Screen[None]):
     async def render_conversation(self) -> None:
         transcript = self.query_one(Transcript)
         await transcript.clear()
+        focus: Widget | None = None
         for m in self.session.messages():
+            widget: Widget
             if m.role == "user":
-                transcript.add_user(m.text)
+                widget = transcript.add_user(m.text)
             elif m.role == "assistant":
-                reply = transcript.add_assistant(m.text)
+                widget = reply = transcript.add_assistant(m.text)
                 await reply.finish(
                     m.metrics,
                     cancelled=m.status == "cancelled",
                     error=(m.error or "failed") if m.status == "error" else None,
                 )
-        transcript.scroll_end(animate=False)
+            else:
+                continue
+            if m.id == self._focus_message:
+                focus = widget
+        self._focus_message = None
+        if focus is not None:
+            focus.add_class("-found")
+            self.call_after_refresh(transcript.scroll_to_widget, focus, animate=False, top=True)
+        else:
+            transcript.scroll_end(animate=False)
 
     # -- CommandHost ---------------------------------------------------------
 
     def say(self, text: str, style: Style = "info") -> None:
+        if not self.ready:
+            self._early_notes.append((text, style))
+            return
         self.query_one(Transcript).add_note(text, style)
+
+    def focus_message(self, message_id: int) -> None:
+        self._focus_message = message_id
 
     def clear_view(self) -> None:
         self.run_worker(self.query_one(Transcript).clear(), group="view")

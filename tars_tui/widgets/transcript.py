@@ -31,6 +31,7 @@ class ReplyMarkdown(Markdown):
 class UserMessage(Static):
     DEFAULT_CSS = """
     UserMessage { margin: 1 0 0 0; padding: 0 1; border-left: thick $accent; }
+    UserMessage.-found { background: $accent 20%; }
     """
 
 
@@ -41,6 +42,7 @@ class AssistantMessage(Vertical):
     AssistantMessage .meta { color: $text-muted; height: auto; }
     AssistantMessage.-cancelled { border-left: thick $warning; }
     AssistantMessage.-error { border-left: thick $error; }
+    AssistantMessage.-found { background: $accent 20%; }
     """
 
     def __init__(self, text: str = "") -> None:

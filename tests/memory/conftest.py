@@ -140,6 +140,9 @@ class Host:
     def reload_view(self) -> None:
         self.reloads += 1
 
+    def focus_message(self, message_id: int) -> None:
+        self.focused = message_id
+
     def choose_conversation(self, conversations: list[Conversation]) -> None:
         self.chosen = conversations
 

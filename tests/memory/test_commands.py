@@ -153,6 +153,7 @@ async def test_history_finds_messages_by_words_and_by_meaning(
     assert f"`@{asked}`" in host.last() and "meaning" in host.last()
     commands.dispatch(host, f"/history @{reply}")
     assert session.conversation is not None and session.conversation.id == first
+    assert host.focused == reply  # the front end brings that message into view
     assert "derailleur" in host.last()
 
     # The old behaviour stays: no argument lists, a number reopens.

@@ -293,3 +293,24 @@ async def test_store_is_closed_on_exit(config: Config) -> None:
     # The file is released: another store opens it and sees a consistent schema.
     with ConversationStore(config.data_dir / "tars.db") as store:
         assert store.schema_version() >= 1
+
+
+async def test_code_blocks_are_highlighted_and_copyable(config: Config) -> None:
+    store = ConversationStore(config.data_dir / "tars.db")
+    conv = store.create_conversation(model="m")
+    store.add_message(conv, "user", "Reverse a string in Python", model="m")
+    store.add_message(conv, "assistant", "Use a slice:\n\n```python\ns[::-1]\n```\n", model="m")
+    app = make_app(config, store=store)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(
+            pilot, lambda: bool(list(chat(app).query(AssistantMessage))), what="the conversation"
+        )
+        from tars_tui.widgets.transcript import CopyableFence
+
+        fence = chat(app).query_one(CopyableFence)
+        assert fence.lexer == "python"
+        await pilot.press("f3")
+        assert app.clipboard == "s[::-1]"
+        app.copy_to_clipboard("")
+        await pilot.click(CopyableFence)
+        assert app.clipboard == "s[::-1]"

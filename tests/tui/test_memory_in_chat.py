@@ -77,6 +77,19 @@ async def test_a_remembered_fact_is_recalled_and_exchanges_are_remembered(
         )
         records = app.memory.store.list_memories(app.session.project_id)
         assert sorted(m.kind for m in records) == ["exchange", "fact"]
+        # /history @ID reopens a conversation at that message, highlighted in view.
+        question = app.store.messages(conv.id)[-2]
+        app.chat.run_command("/new")
+        await pilot.pause()
+        app.chat.run_command(f"/history @{question.id}")
+        await wait_until(
+            pilot,
+            lambda: bool(app.chat.query(".-found")),  # type: ignore[union-attr]
+            what="the found message",
+        )
+        found = app.chat.query_one(".-found")
+        assert "Where does my sister live?" in str(found.render())
+        assert app.session.conversation is not None and app.session.conversation.id == conv.id
         exchange = next(m for m in records if m.kind == "exchange")
         assert "Where does my sister live?" in exchange.text
         assert exchange.conversation_id == conv.id and exchange.delivered_at is not None

@@ -88,3 +88,24 @@ def test_ask_prints_one_reply_for_pipes(tmp_path: Path) -> None:
     )
     assert missing.returncode == 1
     assert "model file not found" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_plain_mode_completes_slash_commands() -> None:
+    from prompt_toolkit.completion import CompleteEvent
+    from prompt_toolkit.document import Document
+
+    from tars_tui.plain import SlashCompleter
+
+    def complete(text: str) -> list[str]:
+        found = SlashCompleter().get_completions(Document(text), CompleteEvent())
+        return [c.text for c in found]
+
+    assert complete("/hi") == ["/history"]
+    assert set(complete("/m")) == {"/model", "/memory"}
+    assert complete("hello /hi") == [] and complete("/history 3") == []
+
+
+def test_models_lists_the_bundled_gguf(tmp_path: Path) -> None:
+    proc = run_tars("models", home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "bundled" in proc.stdout and "SmolLM2-135M-Instruct.Q4_1.gguf" in proc.stdout
