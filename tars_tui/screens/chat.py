@@ -127,7 +127,7 @@ class ChatScreen(Screen[None]):
         if text is None:
             engine = self.session.engine
             if engine.is_ready:
-                text = "ready · Enter send · ctrl+j newline · / commands"
+                text = "ready"
             elif engine.load_error is not None:
                 text = f"⚠ no model: {engine.load_error}"
             else:
@@ -265,7 +265,7 @@ class ChatScreen(Screen[None]):
         context, stages = "", {}
         memory = self.tars.memory
         if memory is not None:
-            self.set_status("remembering…  Esc to stop")
+            self.set_status("remembering…  Esc stops")
             conv = self.session.conversation
             recall = await memory.semantic.recall(
                 text, self.session.project_id, conversation_id=conv.id if conv else None
@@ -281,9 +281,9 @@ class ChatScreen(Screen[None]):
                 )
             context, stages = recall.context_text, recall.stages
         if not self.session.engine.is_ready:
-            self.set_status("waiting for the model to load…  Esc to stop")
+            self.set_status("waiting for the model to load…  Esc stops")
         else:
-            self.set_status("generating…  Esc to stop")
+            self.set_status("generating…  Esc stops")
         self.generate(text, context, stages)
 
     @work(thread=True, exclusive=True, group="llm", exit_on_error=False)

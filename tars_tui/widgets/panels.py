@@ -17,7 +17,7 @@ STAGE_LABELS = {
     "ttft_ms": ("TTFT", "ms"),
     "tokens_per_s": ("decode", "tok/s"),
     "stt_ms": ("speech→text", "ms"),
-    "stt_partial_ms": ("partials every", "ms"),
+    "stt_partial_ms": ("stt partials", "ms"),
     "retrieval_ms": ("retrieval", "ms"),
     "node_rtt_ms": ("node RTT", "ms"),
 }
@@ -52,7 +52,7 @@ class LatencyPanel(Vertical):
             extra = (
                 f" [dim]p50 {p50:,.0f}[/]" if p50 is not None and stage != "tokens_per_s" else ""
             )
-            lines.append(f"{label:<12}[b]{value}[/]{extra}")
+            lines.append(f"{label:<12} [b]{value}[/]{extra}")
         lines.append("[dim]tok/s, recent replies:[/]")
         return "\n".join(lines)
 
