@@ -61,7 +61,7 @@ def engine_run(engine: LLMEngine, system: str, tokens: int, eos: int) -> tuple[f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tokens", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=8)
     args = parser.parse_args()
 
     base = load_config(env={}).llm
@@ -88,13 +88,17 @@ def main() -> None:
     bare_run(bare, messages, 16, eos)
     engine_run(engine, system, 16, eos)
     b_ttft, b_tps, e_ttft, e_tps = [], [], [], []
-    for _ in range(args.rounds):
-        t, s = bare_run(bare, messages, args.tokens, eos)
-        b_ttft.append(t)
-        b_tps.append(s)
-        t, s = engine_run(engine, system, args.tokens, eos)
-        e_ttft.append(t)
-        e_tps.append(s)
+    for i in range(args.rounds):
+        # ABBA: neither side always runs first (caches, CPU clocks).
+        for side in ("bare", "engine") if i % 2 == 0 else ("engine", "bare"):
+            if side == "bare":
+                t, s = bare_run(bare, messages, args.tokens, eos)
+                b_ttft.append(t)
+                b_tps.append(s)
+            else:
+                t, s = engine_run(engine, system, args.tokens, eos)
+                e_ttft.append(t)
+                e_tps.append(s)
     med = statistics.median
     result = {
         "bench": "llm_overhead",

@@ -29,8 +29,6 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,6 +36,7 @@ from typing import Any, Protocol
 import psutil
 
 from memory import migrations
+from memory.database import Database
 from memory.migrations import DEFAULT_PROJECT_NAME, SchemaError
 from memory.records import (
     ROLES,
@@ -111,75 +110,33 @@ def _owner_alive(owner: str | None) -> bool:
         return False
 
 
-class ConversationStore:
+class ConversationStore(Database):
     """The conversation database. Open with a path; close (or use ``with``) when done."""
 
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
         with _tokens_lock:
             token = f"{next(_token_counter)}.{id(self):x}"
             _open_tokens.add(token)
         self._owner = f"{_HOST}|{os.getpid()}|{_PROCESS_START:.3f}|{token}"
         self._token = token
         try:
-            self._conn = self._connect()
+            super().__init__(path)
         except BaseException:
             self._forget_token()
             raise
         # How many interrupted replies opening this store turned into 'cancelled'.
         self.recovered_on_open = self.recover_interrupted()
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, timeout=10.0, isolation_level=None, check_same_thread=False
-        )
-        try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                log.warning("%s: WAL unavailable, journal mode is %s", self.path, mode)
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            migrations.migrate(conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
     # -- lifecycle ------------------------------------------------------------
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            super().close()
             self._forget_token()
 
     def _forget_token(self) -> None:
         with _tokens_lock:
             _open_tokens.discard(self._token)
-
-    def __enter__(self) -> ConversationStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
-    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            cursor = self._conn.cursor()
-            cursor.row_factory = sqlite3.Row
-            return cursor.execute(sql, params).fetchall()
 
     def schema_version(self) -> int:
         with self._lock:

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from memory import migrations
+from memory.database import Database
 
 MemoryKind = Literal["exchange", "fact"]
 OutboxOp = Literal["upsert", "delete"]
@@ -85,54 +83,13 @@ class MemoryCounts:
     documents: int
 
 
-class MemoryStore:
+class MemoryStore(Database):
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        conn = sqlite3.connect(
-            self.path, timeout=10.0, isolation_level=None, check_same_thread=False
-        )
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            migrations.migrate(conn)
-            row = conn.execute("SELECT value FROM memory_meta WHERE key = 'instance'").fetchone()
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
+        super().__init__(path)
+        row = self._conn.execute("SELECT value FROM memory_meta WHERE key = 'instance'").fetchone()
         # Prefixes every id and project label this database puts on the node, so two
         # databases (or two tests) can share one node without mixing.
         self.instance: str = str(row[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    def __enter__(self) -> MemoryStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            cursor = self._conn.cursor()
-            cursor.row_factory = sqlite3.Row
-            return cursor.execute(sql, tuple(params)).fetchall()
 
     def _memory_in(self, conn: sqlite3.Connection, memory_id: str) -> MemoryRecord:
         cursor = conn.cursor()

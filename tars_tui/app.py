@@ -16,7 +16,8 @@ from memory.service import Memory
 from node_daemon.local import NodeStartError
 from node_daemon.sysinfo import SystemReading
 from tars_tui.config import Config
-from tars_tui.llm import LLMEngine, ModelError
+from tars_tui.llm import ModelError
+from tars_tui.llm_process import Engine, ProcessEngine
 from tars_tui.messages import (
     ModelLoaded,
     ModelLoadFailed,
@@ -49,7 +50,7 @@ class TarsApp(App[None]):
         self,
         config: Config,
         *,
-        engine: LLMEngine | None = None,
+        engine: Engine | None = None,
         store: ConversationStore | None = None,
         snapshot: SnapshotFn | None = None,
         node: NodeLink | None = None,
@@ -57,7 +58,11 @@ class TarsApp(App[None]):
     ) -> None:
         super().__init__()
         self.config = config
-        self.engine = engine or LLMEngine(config.llm)
+        # The model generates in a child process: Textual's rendering and llama.cpp's
+        # per-token Python would otherwise share one GIL (measured: 0.89 of the
+        # engine's speed through the UI in-process, 0.98 from a child; bench/ui_stream.py).
+        self.engine: Engine = engine or ProcessEngine(config.llm)
+        self._owns_engine = engine is None
         self.store = store or ConversationStore(config.data_dir / "tars.db")
         self.session = ChatSession(config, self.engine, self.store)
         self.sampler = SystemSampler(
@@ -124,6 +129,8 @@ class TarsApp(App[None]):
         if self.memory is not None:
             self.memory.close()
         self.store.close()
+        if self._owns_engine:
+            self.engine.close()  # its child process ends with it
 
     # -- voice ---------------------------------------------------------------------
 
@@ -239,7 +246,7 @@ class TarsApp(App[None]):
 def make_app(
     config: Config,
     *,
-    engine: LLMEngine | None = None,
+    engine: Engine | None = None,
     store: ConversationStore | None = None,
     snapshot: SnapshotFn | None = None,
     node: NodeLink | None = None,

@@ -21,7 +21,8 @@ from memory.conversation_store import (
     Status,
 )
 from tars_tui.config import Config
-from tars_tui.llm import ChatMessage, LLMEngine, ModelError, Reply
+from tars_tui.llm import ChatMessage, ModelError, Reply
+from tars_tui.llm_process import Engine
 from tars_tui.telemetry import LatencySeries
 
 CHECKPOINT_INTERVAL_S = 1.0
@@ -37,7 +38,7 @@ class TurnResult:
 
 
 class ChatSession:
-    def __init__(self, config: Config, engine: LLMEngine, store: ConversationStore) -> None:
+    def __init__(self, config: Config, engine: Engine, store: ConversationStore) -> None:
         self.config = config
         self.engine = engine
         self.store = store

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Coroutine
 from pathlib import Path
@@ -11,6 +12,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer, Header, Static
@@ -116,7 +118,10 @@ class ChatScreen(Screen[None]):
         self.ready = False
 
     def show_system(self, reading: SystemReading) -> None:
-        if self.ready:
+        if not self.ready:
+            return
+        # At exit the children can go before this screen's unmount: nothing to show.
+        with contextlib.suppress(NoMatches):
             self.query_one("#system", SystemPanel).show(reading)
 
     # -- status and header ---------------------------------------------------
@@ -135,7 +140,8 @@ class ChatScreen(Screen[None]):
         memory = self.tars.memory
         pending = memory.semantic.pending_count() if memory is not None else 0
         outbox = f"  ·  {pending} memories waiting for the node" if pending else ""
-        self.query_one(StatusLine).update(f"{text}  ·  {self.node_label}{outbox}")
+        with contextlib.suppress(NoMatches):  # at exit, as in show_system
+            self.query_one(StatusLine).update(f"{text}  ·  {self.node_label}{outbox}")
         conv = self.session.conversation
         title = conv.title if conv and conv.title else "new conversation"
         self.title = "TARS"
@@ -145,13 +151,14 @@ class ChatScreen(Screen[None]):
         self.node_label = status.label
         if not self.ready:
             return
-        panel = self.query_one("#system-node", SystemPanel)
-        if status.system is not None and status.state in ("local", "remote"):
-            panel.border_title = f"System · PC2 node ({status.state})"
-            panel.show(status.system)
-        else:
-            panel.show_unavailable(status.error or status.label)
-        self.query_one(LatencyPanel).refresh_figures()
+        with contextlib.suppress(NoMatches):  # at exit, as in show_system
+            panel = self.query_one("#system-node", SystemPanel)
+            if status.system is not None and status.state in ("local", "remote"):
+                panel.border_title = f"System · PC2 node ({status.state})"
+                panel.show(status.system)
+            else:
+                panel.show_unavailable(status.error or status.label)
+            self.query_one(LatencyPanel).refresh_figures()
         if not self.generating:
             self.set_status()
 
@@ -315,11 +322,12 @@ class ChatScreen(Screen[None]):
 
     async def on_reply_finished(self, message: ReplyFinished) -> None:
         reply, self._reply = self._reply, None
-        self.generating = False
         if reply is not None:
             await reply.append(message.tail)
             await reply.finish(message.result.metrics, cancelled=message.result.cancelled)
         self._remember(message.result)
+        # Last: the turn is over only once it is shown and remembered.
+        self.generating = False
         self.query_one(LatencyPanel).refresh_figures()
         self.set_status()
 
@@ -344,9 +352,9 @@ class ChatScreen(Screen[None]):
 
     async def on_reply_failed(self, message: ReplyFailed) -> None:
         reply, self._reply = self._reply, None
-        self.generating = False
         if reply is not None:
             await reply.finish(None, cancelled=False, error=message.error)
+        self.generating = False
         self.set_status()
 
     # -- completion ------------------------------------------------------------

@@ -12,7 +12,7 @@ from textual.widgets import OptionList
 from memory.conversation_store import DEFAULT_PROJECT_NAME, ConversationStore
 from tars_tui.app import TarsApp, make_app
 from tars_tui.config import Config
-from tars_tui.llm import LLMEngine
+from tars_tui.llm_process import ProcessEngine
 from tars_tui.messages import ReplyChunk
 from tars_tui.screens.chat import ChatScreen, StatusLine
 from tars_tui.screens.history import HistoryScreen
@@ -106,7 +106,7 @@ async def test_escape_cancels_mid_reply_and_keeps_the_text(config: Config) -> No
 async def test_prompt_sent_while_the_model_loads_waits_then_answers(config: Config) -> None:
     release = threading.Event()
 
-    class SlowLoadingEngine(LLMEngine):
+    class SlowLoadingEngine(ProcessEngine):
         """Fault injection: model loading that takes as long as the test wants."""
 
         def load(self, path: Path | None = None) -> Path:
