@@ -59,8 +59,9 @@ class TarsApp(App[None]):
         super().__init__()
         self.config = config
         # The model generates in a child process: Textual's rendering and llama.cpp's
-        # per-token Python would otherwise share one GIL (measured: 0.89 of the
-        # engine's speed through the UI in-process, 0.98 from a child; bench/ui_stream.py).
+        # per-token Python would otherwise share one GIL (measured on 2 cores: 0.82-0.89
+        # of the engine's speed through the UI in-process, 0.92-0.98 from a child;
+        # bench/ui_stream.py).
         self.engine: Engine = engine or ProcessEngine(config.llm)
         self._owns_engine = engine is None
         self.store = store or ConversationStore(config.data_dir / "tars.db")
