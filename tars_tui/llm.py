@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,7 +105,69 @@ class _Loaded:
     stop: list[str] = field(default_factory=list)
 
 
-class LLMEngine:
+class EngineBase(ABC):
+    """What both engines share: the load state, and the helpers built on ``stream``.
+
+    A subclass sets ``cfg``, ``_ready`` and ``_load_error`` and says where its
+    loaded model is (``_loaded_path``).
+    """
+
+    cfg: LLMConfig
+    _ready: threading.Event
+    _load_error: ModelError | None
+
+    @abstractmethod
+    def _loaded_path(self) -> Path | None: ...
+
+    @abstractmethod
+    def stream(
+        self,
+        system: str,
+        history: Sequence[ChatMessage],
+        *,
+        should_stop: Callable[[], bool] = lambda: False,
+        reply: Reply | None = None,
+        logit_bias: dict[int, float] | None = None,
+    ) -> Iterator[str]: ...
+
+    @property
+    def model_path(self) -> Path | None:
+        return self._loaded_path()
+
+    @property
+    def model_name(self) -> str:
+        path = self._loaded_path()
+        if path is not None:
+            return path.name
+        try:
+            return resolve_model_path(self.cfg).name
+        except ModelError:
+            return "no model"
+
+    @property
+    def is_ready(self) -> bool:
+        return self._loaded_path() is not None
+
+    @property
+    def load_error(self) -> ModelError | None:
+        return self._load_error
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until a model is loaded; raise the load error if loading failed."""
+        if not self._ready.wait(timeout):
+            raise ModelError("the model is still loading")
+        if self._loaded_path() is None:
+            raise self._load_error or ModelError("no model loaded")
+
+    def complete(self, system: str, history: Sequence[ChatMessage]) -> Reply:
+        """A whole reply at once (summaries, `tars ask` without streaming)."""
+        reply = Reply()
+        for _ in self.stream(system, history, reply=reply):
+            pass
+        return reply
+
+
+class LLMEngine(EngineBase):
     """One loaded model at a time; thread-safe load, switch and stream."""
 
     def __init__(self, cfg: LLMConfig) -> None:
@@ -118,26 +181,8 @@ class LLMEngine:
 
     # -- loading ---------------------------------------------------------
 
-    @property
-    def model_path(self) -> Path | None:
+    def _loaded_path(self) -> Path | None:
         return self._loaded.path if self._loaded else None
-
-    @property
-    def model_name(self) -> str:
-        if self._loaded:
-            return self._loaded.path.name
-        try:
-            return resolve_model_path(self.cfg).name
-        except ModelError:
-            return "no model"
-
-    @property
-    def is_ready(self) -> bool:
-        return self._loaded is not None
-
-    @property
-    def load_error(self) -> ModelError | None:
-        return self._load_error
 
     def load(self, path: Path | None = None) -> Path:
         """Load ``path`` (default: the configured or bundled model). Blocks.
@@ -186,13 +231,6 @@ class LLMEngine:
         formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
         stop = [s for s in (eos, "<|im_end|>") if s]
         return _Loaded(llama=llama, path=path, formatter=formatter, stop=stop)
-
-    def wait_ready(self, timeout: float | None = None) -> None:
-        """Block until a model is loaded; raise the load error if loading failed."""
-        if not self._ready.wait(timeout):
-            raise ModelError("the model is still loading")
-        if self._loaded is None:
-            raise self._load_error or ModelError("no model loaded")
 
     @property
     def eos_token_id(self) -> int:
@@ -363,10 +401,3 @@ class LLMEngine:
                     total_ms=(t_end - t0) * 1000,
                     stages={"model_wait_ms": waited_ms} if waited_ms >= 1 else {},
                 )
-
-    def complete(self, system: str, history: Sequence[ChatMessage]) -> Reply:
-        """A whole reply at once (summaries, `tars ask` without streaming)."""
-        reply = Reply()
-        for _ in self.stream(system, history, reply=reply):
-            pass
-        return reply

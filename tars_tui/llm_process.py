@@ -37,6 +37,7 @@ from memory.conversation_store import ReplyMetrics
 from tars_tui.config import LLMConfig
 from tars_tui.llm import (
     ChatMessage,
+    EngineBase,
     FittedPrompt,
     LLMEngine,
     ModelError,
@@ -205,7 +206,7 @@ class _ChildDied(Exception):
     pass
 
 
-class ProcessEngine:
+class ProcessEngine(EngineBase):
     """``LLMEngine``'s surface, generating in a spawned child process.
 
     One request at a time (a lock), like ``LLMEngine``: a model switch waits for
@@ -332,26 +333,8 @@ class ProcessEngine:
 
     # -- loading ---------------------------------------------------------------------
 
-    @property
-    def model_path(self) -> Path | None:
+    def _loaded_path(self) -> Path | None:
         return self._model.path if self._model else None
-
-    @property
-    def model_name(self) -> str:
-        if self._model:
-            return self._model.path.name
-        try:
-            return resolve_model_path(self.cfg).name
-        except ModelError:
-            return "no model"
-
-    @property
-    def is_ready(self) -> bool:
-        return self._model is not None
-
-    @property
-    def load_error(self) -> ModelError | None:
-        return self._load_error
 
     def load(self, path: Path | None = None) -> Path:
         """Load ``path`` (default: the configured or bundled model) in the child. Blocks.
@@ -379,13 +362,6 @@ class ProcessEngine:
                 self._ready.set()  # wake waiters so they report the error
             raise
         return target
-
-    def wait_ready(self, timeout: float | None = None) -> None:
-        """Block until a model is loaded; raise the load error if loading failed."""
-        if not self._ready.wait(timeout):
-            raise ModelError("the model is still loading")
-        if self._model is None:
-            raise self._load_error or ModelError("no model loaded")
 
     def _require(self) -> _Model:
         self.wait_ready()
@@ -526,13 +502,6 @@ class ProcessEngine:
             self._died()  # it would not stop: kill it; the next load restarts it
         except _ChildDied:
             self._died()
-
-    def complete(self, system: str, history: Sequence[ChatMessage]) -> Reply:
-        """A whole reply at once (summaries, `tars ask` without streaming)."""
-        reply = Reply()
-        for _ in self.stream(system, history, reply=reply):
-            pass
-        return reply
 
 
 # What the app and the session accept: the TUI uses the child process, plain mode
