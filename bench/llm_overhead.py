@@ -18,8 +18,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from llama_cpp import Llama
 
-from tars_tui.config import load_config
-from tars_tui.llm import ChatMessage, LLMEngine, Reply, auto_threads, resolve_model_path
+from tars_assistant.llm import ChatMessage, LLMEngine, Reply, auto_threads, resolve_model_path
+from tars_core.config import load_config
 
 PROMPT = "Write a long story about a lighthouse keeper and the sea."
 

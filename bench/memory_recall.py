@@ -34,9 +34,9 @@ from memory.conversation_store import ConversationStore
 from memory.retrieval import SEARCH_MODES
 from memory.semantic import MEMORY_KINDS
 from memory.service import Memory
-from memory.settings import MemoryConfig
 from node_daemon.client import NodeClient
 from node_daemon.local import LocalNode
+from tars_core.settings.memory import MemoryConfig
 
 K = 5
 

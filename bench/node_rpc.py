@@ -50,7 +50,7 @@ import zmq  # noqa: E402
 
 from node_daemon.client import BlockingNodeClient, NodeClient, NodeUnavailable  # noqa: E402
 from node_daemon.protocol import encode_request  # noqa: E402
-from node_daemon.settings import ServerConfig  # noqa: E402
+from tars_core.settings.server import ServerConfig  # noqa: E402
 
 DIM = 384
 

@@ -20,15 +20,16 @@ import statistics
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from textual import events
 
+from tars_assistant.llm import ChatMessage, LLMEngine, Reply
+from tars_assistant.llm_process import Engine, ProcessEngine
+from tars_core.config import Config, load_config
 from tars_tui.app import make_app
-from tars_tui.config import Config, load_config
-from tars_tui.llm import ChatMessage, LLMEngine, Reply
-from tars_tui.llm_process import Engine, ProcessEngine
 from tars_tui.messages import ModelLoaded, ReplyChunk, ReplyFinished
 from tars_tui.screens.chat import ChatScreen
 
@@ -52,6 +53,28 @@ class BanEosProcessEngine(ProcessEngine):
         return super().stream(*args, **kwargs)
 
 
+STORE_WRITES = ("begin_turn", "checkpoint_reply", "finish_reply")
+
+
+def time_storage(store: object) -> dict[str, float]:
+    """Wrap the store's writes on this instance to sum the time the turn spends in them
+    (each commits with an fsync: synchronous = FULL)."""
+    totals = {"ms": 0.0, "calls": 0.0}
+    for name in STORE_WRITES:
+        original = getattr(store, name)
+
+        def timed(*a: object, _original: Any = original, **kw: object) -> object:
+            t = time.perf_counter()
+            try:
+                return _original(*a, **kw)
+            finally:
+                totals["ms"] += (time.perf_counter() - t) * 1000
+                totals["calls"] += 1
+
+        setattr(store, name, timed)
+    return totals
+
+
 def engine_alone(engine: LLMEngine, system: str) -> tuple[float, int]:
     reply = Reply()
     t0 = time.perf_counter()
@@ -61,20 +84,37 @@ def engine_alone(engine: LLMEngine, system: str) -> tuple[float, int]:
     return time.perf_counter() - t0, reply.metrics.completion_tokens
 
 
+def engine_alone_timed(engine: LLMEngine, system: str) -> tuple[float, int, float]:
+    """As engine_alone, and the time to the first token."""
+    reply = Reply()
+    first = 0.0
+    t0 = time.perf_counter()
+    for _ in engine.stream(system, [ChatMessage(role="user", content=PROMPT)], reply=reply):
+        if not first:
+            first = time.perf_counter() - t0
+    assert reply.metrics is not None and reply.metrics.completion_tokens
+    return time.perf_counter() - t0, reply.metrics.completion_tokens, first
+
+
 async def through_ui(config: Config, engine: Engine) -> dict[str, float]:
     chunks = 0
     done = asyncio.Event()
     t_end = 0.0
 
+    first_chunk_at: list[float] = []
+
     def hook(message: object) -> None:
         nonlocal chunks, t_end
         if isinstance(message, ReplyChunk):
             chunks += 1
+            if not first_chunk_at:
+                first_chunk_at.append(time.perf_counter())
         elif isinstance(message, ReplyFinished):
             t_end = time.perf_counter()
             done.set()
 
     app = make_app(config, engine=engine)
+    storage = time_storage(app.store)
     lags: list[float] = []
     async with app.run_test(size=(120, 40), message_hook=hook) as pilot:
         assert app.chat is not None
@@ -92,6 +132,7 @@ async def through_ui(config: Config, engine: Engine) -> dict[str, float]:
         await asyncio.wait_for(done.wait(), 600)
         await pilot.pause()  # the final chunk is rendered
         t_rendered = time.perf_counter()
+        first_chunk = first_chunk_at[0] if first_chunk_at else t_rendered
         await tick
         reply = app.chat.query("AssistantMessage").last()
         text_len = len(getattr(reply, "text", ""))
@@ -101,6 +142,10 @@ async def through_ui(config: Config, engine: Engine) -> dict[str, float]:
         "seconds": t_rendered - t0,
         "chunks": chunks,
         "text_chars": text_len,
+        "first_chunk_s": first_chunk - t0,
+        "finish_to_rendered_ms": (t_rendered - t_end) * 1000,
+        "storage_ms": storage["ms"],
+        "storage_calls": storage["calls"],
         "lag_p50_ms": lags[len(lags) // 2],
         "lag_p99_ms": lags[min(len(lags) - 1, int(len(lags) * 0.99))],
         "lag_max_ms": lags[-1],
@@ -148,12 +193,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         ui_engine = BanEosProcessEngine(config.llm)  # as the TUI runs it
         ui_engine.load()
         alone_tps, ui_tps, lag_p99, lag_max, chunks = [], [], [], [], []
+        storage_ms, finish_ms, first_chunk_s, alone_ttft_s = [], [], [], []
         tokens = 0
         for _ in range(args.rounds):
-            secs, tokens = engine_alone(engine, config.llm.system_prompt)
+            secs, tokens, ttft = engine_alone_timed(engine, config.llm.system_prompt)
             alone_tps.append(tokens / secs)
+            alone_ttft_s.append(ttft)
             ui = await through_ui(config, ui_engine)
             ui_tps.append(tokens / ui["seconds"])
+            storage_ms.append(ui["storage_ms"])
+            finish_ms.append(ui["finish_to_rendered_ms"])
+            first_chunk_s.append(ui["first_chunk_s"])
             lag_p99.append(ui["lag_p99_ms"])
             lag_max.append(ui["lag_max_ms"])
             chunks.append(ui["chunks"])
@@ -172,6 +222,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         "event_loop_lag_max_ms": round(max(lag_max), 1),
         "event_loop_lag_goal_ms": 50.0,
         "chunks_per_reply_median": med(chunks),
+        # Where the UI's extra time goes, per reply (medians):
+        "ui_storage_ms_median": round(med(storage_ms), 1),
+        "ui_finish_to_rendered_ms_median": round(med(finish_ms), 1),
+        "ui_first_chunk_s_median": round(med(first_chunk_s), 3),
+        "engine_first_token_s_median": round(med(alone_ttft_s), 3),
+        "ui_seconds_median": round(tokens / med(ui_tps), 3),
+        "engine_seconds_median": round(tokens / med(alone_tps), 3),
         "repaint_hz_config": config.ui.repaint_hz,
         "setup": "headless app (engine in its child process, as shipped), node off, voice "
         "off, EOS banned; engine alone = LLMEngine in-process, same model and settings",

@@ -34,14 +34,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
-from tars_tui.voice import synth
-from tars_tui.voice.agreement import LocalAgreement
-from tars_tui.voice.capture import FRAME_S, ArraySource, Frame
-from tars_tui.voice.events import FinalEvent, VoiceEvent
-from tars_tui.voice.pipeline import Pipeline
-from tars_tui.voice.ptt import PushToTalk
-from tars_tui.voice.settings import VoiceConfig
-from tars_tui.voice.stt import WhisperEngine, model_location
+from tars_assistant.voice import synth
+from tars_assistant.voice.agreement import LocalAgreement
+from tars_assistant.voice.capture import FRAME_S, ArraySource, Frame
+from tars_assistant.voice.events import FinalEvent, VoiceEvent
+from tars_assistant.voice.pipeline import Pipeline
+from tars_assistant.voice.ptt import PushToTalk
+from tars_assistant.voice.stt import WhisperEngine, model_location
+from tars_core.settings.voice import VoiceConfig
 
 # (text, voice, speed, lead silence s, noise dBFS or None)
 UTTERANCES: list[tuple[str, str, int, float, float | None]] = [

@@ -7,9 +7,9 @@ Durability: WAL with ``synchronous=FULL`` and a commit per call, so every call t
 returned has been written (it survives kill -9 and power loss). A reply is a row
 created as ``streaming`` by :meth:`begin_reply`, checkpointed about once a second,
 and closed by :meth:`finish_reply`. A reply whose writer died is turned into
-``cancelled`` with its last checkpointed text when a store is opened
-(:meth:`recover_interrupted`): a crash loses at most the text since the last
-checkpoint. Rows of a writer that is still alive (another ``tars`` process, or
+``cancelled`` with its last checkpointed text and a note (``Message.interrupted``)
+when a store is opened (:meth:`recover_interrupted`): a crash loses at most the
+text since the last checkpoint. Rows of a writer that is still alive (another ``tars`` process, or
 another open store in this process) are left alone.
 
 Threads: the connection is opened with ``check_same_thread=False`` and every public
@@ -54,6 +54,7 @@ from memory.records import (
 
 log = logging.getLogger(__name__)
 DB_FILENAME = "tars.db"
+CRASH_NOTE = "TARS stopped while this reply was streaming"
 TITLE_MAX = 60
 
 
@@ -266,15 +267,20 @@ class ConversationStore(Database):
     def create_conversation(
         self, project_id: int | None = None, model: str | None = None, title: str = ""
     ) -> int:
+        with self._write() as conn:
+            return self._insert_conversation(conn, project_id, model, title)
+
+    def _insert_conversation(
+        self, conn: sqlite3.Connection, project_id: int | None, model: str | None, title: str
+    ) -> int:
         project = self.default_project().id if project_id is None else project_id
         now = time.time()
         try:
-            with self._write() as conn:
-                cursor = conn.execute(
-                    "INSERT INTO conversations (project_id, title, created_at, updated_at, model)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (project, title.strip(), now, now, model),
-                )
+            cursor = conn.execute(
+                "INSERT INTO conversations (project_id, title, created_at, updated_at, model)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (project, title.strip(), now, now, model),
+            )
         except sqlite3.IntegrityError:
             raise LookupError(f"no project {project}") from None
         return _lastrowid(cursor)
@@ -339,31 +345,69 @@ class ConversationStore(Database):
         _check(status, STATUSES, "status")
         if status == "streaming":
             raise ValueError("use begin_reply() for a reply that is still streaming")
-        now = time.time()
         with self._write() as conn:
-            self._touch(conn, conversation_id, now, model)
-            cursor = conn.execute(
-                "INSERT INTO messages (conversation_id, role, text, created_at, completed_at,"
-                " model, status, metrics, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (conversation_id, role, text, now, now, model, status, _json(metrics), error),
+            return self._insert_message(
+                conn, conversation_id, role, text, model, status, metrics, error
             )
-            if role == "user" and (title := title_from_text(text)):
-                conn.execute(
-                    "UPDATE conversations SET title = ? WHERE id = ? AND title = ''",
-                    (title, conversation_id),
-                )
+
+    def _insert_message(
+        self,
+        conn: sqlite3.Connection,
+        conversation_id: int,
+        role: Role,
+        text: str,
+        model: str | None,
+        status: Status = "complete",
+        metrics: ReplyMetrics | None = None,
+        error: str | None = None,
+    ) -> int:
+        now = time.time()
+        self._touch(conn, conversation_id, now, model)
+        cursor = conn.execute(
+            "INSERT INTO messages (conversation_id, role, text, created_at, completed_at,"
+            " model, status, metrics, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (conversation_id, role, text, now, now, model, status, _json(metrics), error),
+        )
+        if role == "user" and (title := title_from_text(text)):
+            conn.execute(
+                "UPDATE conversations SET title = ? WHERE id = ? AND title = ''",
+                (title, conversation_id),
+            )
         return _lastrowid(cursor)
 
     def begin_reply(self, conversation_id: int, model: str | None) -> int:
         """Create an empty assistant message with status 'streaming'; returns its id."""
-        now = time.time()
         with self._write() as conn:
-            self._touch(conn, conversation_id, now, model)
-            cursor = conn.execute(
-                "INSERT INTO messages (conversation_id, role, text, created_at, model, status,"
-                " owner) VALUES (?, 'assistant', '', ?, ?, 'streaming', ?)",
-                (conversation_id, now, model, self._owner),
-            )
+            return self._insert_reply(conn, conversation_id, model)
+
+    def begin_turn(
+        self,
+        conversation_id: int | None,
+        text: str,
+        model: str | None,
+        *,
+        project_id: int | None = None,
+    ) -> tuple[int, int, int]:
+        """The user's message and the empty streaming reply, in one transaction (one
+        fsync before the reply can be checkpointed, not two or three). With no
+        ``conversation_id`` the conversation is created in it too, in ``project_id``.
+        Returns (conversation id, message id, reply id)."""
+        with self._write() as conn:
+            if conversation_id is None:
+                conversation_id = self._insert_conversation(conn, project_id, model, "")
+            user_id = self._insert_message(conn, conversation_id, "user", text, model)
+            return conversation_id, user_id, self._insert_reply(conn, conversation_id, model)
+
+    def _insert_reply(
+        self, conn: sqlite3.Connection, conversation_id: int, model: str | None
+    ) -> int:
+        now = time.time()
+        self._touch(conn, conversation_id, now, model)
+        cursor = conn.execute(
+            "INSERT INTO messages (conversation_id, role, text, created_at, model, status,"
+            " owner) VALUES (?, 'assistant', '', ?, ?, 'streaming', ?)",
+            (conversation_id, now, model, self._owner),
+        )
         return _lastrowid(cursor)
 
     def checkpoint_reply(self, message_id: int, partial_text: str) -> bool:
@@ -410,8 +454,9 @@ class ConversationStore(Database):
             orphans = [(int(mid),) for mid, owner in rows if not _owner_alive(owner)]
             conn.executemany(
                 "UPDATE messages SET status = 'cancelled', owner = NULL,"
-                " completed_at = coalesce(completed_at, created_at) WHERE id = ?",
-                orphans,
+                " completed_at = coalesce(completed_at, created_at),"
+                " error = coalesce(error, ?) WHERE id = ?",
+                [(CRASH_NOTE, mid) for (mid,) in orphans],
             )
         if orphans:
             log.info("%s: %d interrupted replies kept as cancelled", self.path, len(orphans))
@@ -476,7 +521,8 @@ class ConversationStore(Database):
                 heading += f" · {_STATUS_LABELS[message.status]}"
             out += ["", "---", "", heading, "", _closed_fences(message.text) or "*(no text)*"]
             if message.error:
-                out += ["", f"> **Error:** {message.error}"]
+                label = "Interrupted" if message.interrupted else "Error"
+                out += ["", f"> **{label}:** {message.error}"]
             details = message.metrics.summary() if message.metrics else ""
             if message.role == "assistant" and message.model:
                 details = " · ".join(p for p in (details, message.model) if p)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from memory.memory_store import MemoryStore
 from memory.semantic import DOCUMENT_KIND, NodeSource
-from memory.settings import MemoryConfig
 from node_daemon.client import NodeError, NodeUnavailable
+from tars_core.settings.memory import MemoryConfig
 
 log = logging.getLogger(__name__)
 

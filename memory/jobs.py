@@ -29,7 +29,6 @@ from node_daemon.client import NodeError
 
 if TYPE_CHECKING:
     from memory.service import Memory
-    from tars_tui.config import Config
 
 MERGE_CURSOR = "merge_checked_at"
 MERGE_NEIGHBOURS = 5
@@ -174,68 +173,11 @@ async def run_jobs(
     return reports
 
 
-def jobs_main(
-    config: Config,
-    *,
-    only: Sequence[str] = JOB_NAMES,
-    out: Callable[[str], None] = print,
-) -> int:
-    """`tars jobs run`: reach the node (start the embedded one for ``auto``), run the
-    jobs, print one line each. Exit status 0 when every job succeeded, else 1."""
-    from memory.conversation_store import ConversationStore
-    from memory.project_store import llm_summarizer
-    from memory.service import Memory
-    from node_daemon.local import NodeStartError
-    from tars_tui.llm import LLMEngine
-    from tars_tui.node_link import NodeLink
-
-    link = NodeLink(config)
-    node_error = ""
-    if link.enabled:
-        try:
-            link.start()
-        except (NodeStartError, OSError, ValueError) as exc:
-            node_error = str(exc)
-            if "another tars-node" in node_error:
-                node_error += " (is tars running? its node does this work while it runs)"
-    else:
-        node_error = "[node] endpoint is off"
-    engines: list[LLMEngine] = []
-
-    def make_summarizer() -> Summarizer:
-        engine = LLMEngine(config.llm)
-        engine.load()
-        engines.append(engine)
-        return llm_summarizer(engine, config.memory.summary_tokens)
-
-    conversations = ConversationStore(config.data_dir / "tars.db")
-    memory = Memory.open(config.memory, conversations, lambda: link.client)
-    if node_error:
-        out(f"node: unavailable: {node_error}")
-    try:
-        reports = asyncio.run(
-            run_jobs(
-                memory,
-                make_summarizer=make_summarizer,
-                only=only,
-                on_report=lambda r: out(r.line()),
-            )
-        )
-    finally:
-        memory.close()
-        conversations.close()
-        for engine in engines:
-            engine.close()
-        link.stop()
-    return 0 if all(r.ok for r in reports) else 1
-
-
 __all__ = [
     "JOB_NAMES",
     "JobReport",
     "compact_job",
     "flush_job",
-    "jobs_main",
     "merge_job",
     "run_jobs",
     "summaries_job",

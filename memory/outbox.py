@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from memory.memory_store import MemoryStore, OutboxEntry
-from memory.settings import MemoryConfig
 from node_daemon.client import NodeError, NodeUnavailable
+from tars_core.settings.memory import MemoryConfig
 
 if TYPE_CHECKING:
     from node_daemon.client import NodeClient

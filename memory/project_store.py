@@ -9,7 +9,7 @@ summaries on top of the two stores; the SQL stays in
 
 Summaries are written by the local model from the project's latest messages
 (and its previous summary), through any engine with ``stream(system, history,
-should_stop=...)`` (:class:`tars_tui.llm.LLMEngine`). That blocks: call
+should_stop=...)`` (:class:`tars_assistant.llm.LLMEngine`). That blocks: call
 :meth:`ProjectStore.summarize` from a thread.
 """
 
@@ -50,13 +50,22 @@ class StreamingEngine(Protocol):
     ) -> Iterator[str]: ...
 
 
-def llm_summarizer(engine: StreamingEngine, max_tokens: int = 160) -> Summarizer:
-    """A summarizer on the local model, stopped after about ``max_tokens`` pieces."""
+def llm_summarizer(
+    engine: StreamingEngine,
+    max_tokens: int = 160,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Summarizer:
+    """A summarizer on the local model, stopped after about ``max_tokens`` pieces, or
+    when ``should_stop`` says so (a chat reply needs the model: see
+    :mod:`tars_assistant.model_gate`)."""
 
     def summarize(system: str, material: str) -> str:
         pieces: list[str] = []
         history = [{"role": "user", "content": material}]
-        for piece in engine.stream(system, history, should_stop=lambda: len(pieces) >= max_tokens):
+        for piece in engine.stream(
+            system, history, should_stop=lambda: len(pieces) >= max_tokens or should_stop()
+        ):
             pieces.append(piece)
         return "".join(pieces).strip()
 

@@ -102,6 +102,12 @@ class Message:
     metrics: ReplyMetrics | None
     error: str | None
 
+    @property
+    def interrupted(self) -> bool:
+        """Cut off by a failure, not by the user: cancelled, and ``error`` says by what
+        (the model's process died, TARS itself stopped)."""
+        return self.status == "cancelled" and bool(self.error)
+
 
 @dataclass(frozen=True)
 class SearchHit:

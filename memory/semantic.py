@@ -39,8 +39,8 @@ from memory.context import (
 from memory.memory_store import MemoryRecord, MemoryStore
 from memory.outbox import Delivery, FlushReport, NodeNotConnected, NodeSource
 from memory.retrieval import SearchMode, retrieve
-from memory.settings import MemoryConfig
 from node_daemon.client import NodeError, NodeUnavailable
+from tars_core.settings.memory import MemoryConfig
 
 SummarySource = Callable[[int], "tuple[str, str] | None"]
 Scope = Literal["project", "all"]

@@ -11,7 +11,7 @@ from memory.documents import DocumentIngest
 from memory.memory_store import MemoryStore
 from memory.project_store import ProjectStore
 from memory.semantic import NodeSource, SemanticMemory
-from memory.settings import MemoryConfig
+from tars_core.settings.memory import MemoryConfig
 
 
 @dataclass

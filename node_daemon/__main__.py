@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from node_daemon import keys
-from node_daemon.settings import ServerConfig
+from tars_core.settings.server import ServerConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -88,7 +88,7 @@ class _Refused(Exception):
 
 
 def _load(config: Path | None) -> Any:
-    from tars_tui.config import ConfigError, load_config
+    from tars_core.config import ConfigError, load_config
 
     try:
         return load_config(config)

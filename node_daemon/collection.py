@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from node_daemon.faults import Corrupt
 from node_daemon.index import IVF_MIN_ITEMS, IndexParams, VectorIndex
 from node_daemon.schema import Filter, ItemIn
 from node_daemon.store import NewRow, Row, Store
@@ -384,6 +385,10 @@ def _pairs(scores: np.ndarray, ids: np.ndarray, exclude: frozenset[int]) -> list
 
 
 def row_dict(row: Row) -> dict[str, Any]:
+    try:
+        metadata = json.loads(row.metadata)  # the node wrote canonical JSON there
+    except ValueError as exc:
+        raise Corrupt(f"item {row.id[:60]!r}: its metadata is not JSON ({exc})") from None
     return {
         "id": row.id,
         "text": row.text,
@@ -392,5 +397,5 @@ def row_dict(row: Row) -> dict[str, Any]:
         "kind": row.kind,
         "created_at": row.created_at,
         "updated_at": row.updated_at,
-        "metadata": json.loads(row.metadata),
+        "metadata": metadata,
     }

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from node_daemon import sysinfo
 from node_daemon.protocol import BUSY, ProtocolError
 
 BUNDLED_NAME = "all-MiniLM-L6-v2 (bundled)"
@@ -67,6 +68,8 @@ class Embedder:
         if self.threads:
             torch.set_num_threads(self.threads)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        cuda = f" (CUDA {torch.version.cuda})" if torch.version.cuda else " (CPU build)"
+        sysinfo.set_build("embeddings", f"{self.device} · torch {torch.__version__}{cuda}")
         model = SentenceTransformer(str(self.path), device=self.device)
         # renamed in sentence-transformers 6; the old name still works, with a warning
         get_dim = getattr(model, "get_embedding_dimension", None)

@@ -8,6 +8,9 @@ child gets a new session (a Ctrl+C in the terminal is the app's to handle),
 happens), and its stdout/stderr in ``<data_dir>/logs/child-stderr.log``.
 ``stop()`` sends SIGTERM, then SIGKILL after a grace period. ``restart()``
 reuses the previous port when it can, so existing clients just reconnect.
+While the child listens, its endpoint is published in ``<data_dir>/endpoint.json``
+(:mod:`node_daemon.published`), so `tars jobs run` and a second `tars` use this
+node instead of stopping at its data directory's lock.
 
 Blocking calls: use them from a thread (the TUI's thread workers). Standard
 library and the node client only: no torch, no faiss in this process.
@@ -26,13 +29,19 @@ import time
 from pathlib import Path
 from typing import IO
 
+from node_daemon import published
 from node_daemon.client import BlockingNodeClient, NodeError, NodeUnavailable
 
-EXIT_BIND = 3  # server.EXIT_BIND, not imported: that module pulls in the model stack
+# server.EXIT_BIND and EXIT_LOCKED, not imported: that module pulls in the model stack.
+EXIT_BIND, EXIT_LOCKED = 3, 4
 
 
 class NodeStartError(RuntimeError):
     """The local node did not come up; the message carries the end of its stderr."""
+
+
+class NodeLocked(NodeStartError):
+    """Another tars-node holds the data directory (see ``published.find_running``)."""
 
 
 class LocalNode:
@@ -141,9 +150,11 @@ class LocalNode:
             return code
 
     def _cleanup(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.kill()
+                self._proc.wait()
+            published.unpublish(self.data_dir, self._proc.pid)
         self._proc = None
         self._endpoint = None
         if self._stderr is not None:
@@ -216,13 +227,18 @@ class LocalNode:
                 if code is not None:
                     if code == EXIT_BIND:
                         raise _PortTaken
-                    raise NodeStartError(
+                    error = NodeLocked if code == EXIT_LOCKED else NodeStartError
+                    raise error(
                         f"tars-node exited with code {code} while starting: "
                         f"{self._stderr_tail(stderr_offset)}"
                     )
                 if endpoint is None and endpoint_file.is_file():
                     endpoint = endpoint_file.read_text(encoding="utf-8").strip() or None
                     if endpoint is not None:
+                        # It listens, so it holds the lock: readers may wait for it.
+                        # Unpublished (a full disk), it still serves this process.
+                        with contextlib.suppress(OSError):
+                            published.publish(self.data_dir, endpoint, self._proc.pid)
                         client = BlockingNodeClient(endpoint, timeout_s=1.0, retries=1)
                 if client is not None:
                     try:

@@ -16,9 +16,11 @@ import sys
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, Required, TypedDict
+from typing import Any, Final, Literal, Required, TypedDict, TypeGuard
 
 import msgpack  # type: ignore[import-untyped]
+
+from node_daemon.bounds import MAX_DEPTH, MAX_MESSAGE_CHARS, clip, describe, names, tree_problem
 
 PROTOCOL_VERSION: Final = 1
 
@@ -118,65 +120,95 @@ def encode_error(request_id: str, code: str, message: str) -> bytes:
             "v": PROTOCOL_VERSION,
             "id": request_id,
             "ok": False,
-            "error": {"code": code, "message": message},
+            "error": {"code": code, "message": clip(message, MAX_MESSAGE_CHARS)},
         }
     )
 
 
-def _describe(value: Any) -> str:
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{text} ({type(value).__name__})"
+def _why(exc: Exception) -> str:
+    return clip(str(exc) or type(exc).__name__, 200)
+
+
+def peek_request_id(body: bytes) -> str:
+    """The id of a request if it is a readable string, else "". Never raises, and
+    decodes nothing but the envelope's keys and its id: cheap enough to answer a
+    flood with ``busy``, safe on any bytes at all."""
+    try:
+        unpacker = msgpack.Unpacker(
+            raw=False, ext_hook=_reject_ext, max_buffer_size=max(len(body), 1)
+        )
+        unpacker.feed(body)
+        for _ in range(unpacker.read_map_header()):
+            if unpacker.unpack() == "id":
+                rid = unpacker.unpack()
+                return rid if _valid_id(rid) else ""
+            unpacker.skip()
+    except Exception:  # anything at all: the caller wants an id or ""
+        pass
+    return ""
+
+
+def _valid_id(rid: object) -> TypeGuard[str]:
+    return type(rid) is str and 0 < len(rid) <= MAX_REQUEST_ID_CHARS
 
 
 def decode_request(body: bytes) -> Request:
-    """Parse and check a request envelope (not its args: see node_daemon.schema)."""
+    """Parse and check a request envelope (not its args: see node_daemon.schema).
+
+    Raises only :class:`ProtocolError`, carrying the id whenever one was readable.
+    Nothing downstream sees a map key that is not a string or nesting deeper than
+    ``bounds.MAX_DEPTH``."""
     try:
         msg = unpack(body)
     except Exception as exc:
-        raise ProtocolError(BAD_REQUEST, f"not a msgpack message ({exc})") from None
+        raise ProtocolError(
+            BAD_REQUEST, f"not a msgpack message ({_why(exc)})", peek_request_id(body)
+        ) from None
     if not isinstance(msg, dict):
-        raise ProtocolError(BAD_REQUEST, f"a request is a map, found {_describe(msg)}")
+        raise ProtocolError(BAD_REQUEST, f"a request is a map, found {describe(msg)}")
     rid = msg.get("id")
-    if not isinstance(rid, str) or not 0 < len(rid) <= MAX_REQUEST_ID_CHARS:
+    if not _valid_id(rid):
         raise ProtocolError(
             BAD_REQUEST,
-            f"id: expected a string of 1-{MAX_REQUEST_ID_CHARS} chars, found {_describe(rid)}",
+            f"id: expected a string of 1-{MAX_REQUEST_ID_CHARS} chars, found {describe(rid)}",
         )
+    problem = tree_problem(msg)
+    if problem is not None:
+        raise ProtocolError(BAD_REQUEST, problem, rid)
     version = msg.get("v")
-    if version != PROTOCOL_VERSION or isinstance(version, bool):
+    if type(version) is not int or version != PROTOCOL_VERSION:  # not 1.0, not true
         raise ProtocolError(
             BAD_REQUEST,
-            f"v: this node speaks protocol version {PROTOCOL_VERSION}, found {_describe(version)}",
+            f"v: this node speaks protocol version {PROTOCOL_VERSION}, found {describe(version)}",
             rid,
         )
     op = msg.get("op")
     if not isinstance(op, str):
-        raise ProtocolError(BAD_REQUEST, f"op: expected a string, found {_describe(op)}", rid)
+        raise ProtocolError(BAD_REQUEST, f"op: expected a string, found {describe(op)}", rid)
     args = msg.get("args", {})
     if not isinstance(args, dict):
-        raise ProtocolError(BAD_REQUEST, f"args: expected a map, found {_describe(args)}", rid)
+        raise ProtocolError(BAD_REQUEST, f"args: expected a map, found {describe(args)}", rid)
     extra = set(msg) - {"v", "id", "op", "args"}
     if extra:
-        raise ProtocolError(BAD_REQUEST, f"unknown envelope field(s): {sorted(extra)}", rid)
+        raise ProtocolError(BAD_REQUEST, f"unknown envelope field(s): {names(extra)}", rid)
     if op not in OPS:
-        shown = op if len(op) <= 40 else op[:37] + "..."
         raise ProtocolError(
-            UNKNOWN_OP, f"unknown op {shown!r}; this node knows {', '.join(OPS)}", rid
+            UNKNOWN_OP, f"unknown op {clip(op, 40)!r}; this node knows {', '.join(OPS)}", rid
         )
     return Request(id=rid, op=op, args=args)
 
 
 def decode_reply(body: bytes) -> Reply:
+    """Parse a reply; raises only :class:`ProtocolError` (a node is not trusted either)."""
     try:
         msg = unpack(body)
     except Exception as exc:
-        raise ProtocolError(BAD_REQUEST, f"not a msgpack reply ({exc})") from None
+        raise ProtocolError(BAD_REQUEST, f"not a msgpack reply ({_why(exc)})") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("id"), str):
         raise ProtocolError(BAD_REQUEST, "a reply is a map with a string id")
-    if msg.get("v") != PROTOCOL_VERSION:
-        raise ProtocolError(BAD_REQUEST, f"reply version {msg.get('v')!r} is not supported")
+    version = msg.get("v")
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        raise ProtocolError(BAD_REQUEST, f"reply version {describe(version)} is not supported")
     rid: str = msg["id"]
     if msg.get("ok") is True:
         return Reply(id=rid, ok=True, result=msg.get("result"))
@@ -184,9 +216,9 @@ def decode_reply(body: bytes) -> Reply:
     if not isinstance(error, dict):
         raise ProtocolError(BAD_REQUEST, "an error reply carries an error map", rid)
     code, message = error.get("code"), error.get("message")
-    if code not in ERROR_CODES or not isinstance(message, str):
-        raise ProtocolError(BAD_REQUEST, f"unknown error code {code!r}", rid)
-    return Reply(id=rid, ok=False, error_code=str(code), error_message=message)
+    if not isinstance(code, str) or code not in ERROR_CODES or not isinstance(message, str):
+        raise ProtocolError(BAD_REQUEST, f"unknown error code {describe(code)}", rid)
+    return Reply(id=rid, ok=False, error_code=code, error_message=message)
 
 
 # -- vectors ---------------------------------------------------------------------
@@ -311,6 +343,7 @@ class HealthResult(TypedDict):
     items: int | None
     curve: bool
     max_message_bytes: int
+    storage_error: str | None  # "disk full: ...", "data directory read-only: ...", ...
 
 
 __all__ = [
@@ -320,6 +353,7 @@ __all__ = [
     "ERROR_CODES",
     "IDEMPOTENT_OPS",
     "INTERNAL",
+    "MAX_DEPTH",
     "NOT_FOUND",
     "OPS",
     "PROTOCOL_VERSION",
@@ -347,6 +381,7 @@ __all__ = [
     "encode_result",
     "pack",
     "pack_vectors",
+    "peek_request_id",
     "unpack",
     "unpack_vectors",
 ]

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final
 
+from node_daemon.bounds import describe, names, tree_problem
 from node_daemon.protocol import BAD_REQUEST, TOO_LARGE, ProtocolError
 
 MAX_ITEMS: Final = 1000
@@ -32,12 +33,7 @@ _MISSING: Final[Any] = object()
 
 
 def _bad(where: str, expected: str, found: Any) -> ProtocolError:
-    text = repr(found)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return ProtocolError(
-        BAD_REQUEST, f"{where}: expected {expected}, found {text} ({type(found).__name__})"
-    )
+    return ProtocolError(BAD_REQUEST, f"{where}: expected {expected}, found {describe(found)}")
 
 
 class Fields:
@@ -84,7 +80,7 @@ class Fields:
         value = self.value(name, default)
         if value is default and default is not _MISSING:
             return value
-        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        if type(value) is not int or not lo <= value <= hi:  # exactly: not 1.0, not true
             raise _bad(f"{self.where}.{name}", f"an integer from {lo} to {hi}", value)
         return value
 
@@ -92,11 +88,7 @@ class Fields:
         value = self.value(name, default)
         if value is default and default is not _MISSING:
             return value
-        if (
-            not isinstance(value, int | float)
-            or isinstance(value, bool)
-            or not math.isfinite(value)
-        ):
+        if type(value) not in (int, float) or not math.isfinite(value):  # not true
             raise _bad(f"{self.where}.{name}", "a finite number", value)
         return float(value)
 
@@ -104,7 +96,7 @@ class Fields:
         value = self.value(name, default)
         if value is default and default is not _MISSING:
             return value
-        if value not in choices or not isinstance(value, str):
+        if not isinstance(value, str) or value not in choices:
             raise _bad(f"{self.where}.{name}", "one of " + ", ".join(choices), value)
         return value
 
@@ -138,15 +130,18 @@ class Fields:
         return Fields(value, f"{self.where}.{name}")
 
     def done(self) -> None:
-        extra = sorted(set(self.raw) - self._seen)
-        if extra:
-            raise ProtocolError(BAD_REQUEST, f"{self.where}: unknown field(s) {extra}")
+        extra = set(self.raw) - self._seen
+        if extra:  # named safely: the keys may mix str and bytes when called directly
+            raise ProtocolError(BAD_REQUEST, f"{self.where}: unknown field(s) {names(extra)}")
 
 
 def metadata_json(value: Any, where: str) -> str:
     """Metadata: a map of JSON-able values (no bytes, no NaN), at most 16 KiB as JSON."""
     if not isinstance(value, dict):
         raise _bad(where, "a map", value)
+    problem = tree_problem(value, where)  # json.dumps recurses, and cannot sort bytes keys
+    if problem is not None:
+        raise ProtocolError(BAD_REQUEST, problem)
     try:
         text = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:

@@ -3,17 +3,21 @@
 The socket binds before the model loads, so `health` answers at once (with
 ``ready: false``) and other ops get ``busy`` until the node is ready. Each
 request runs as its own task; a malformed one gets an error reply and nothing
-else is disturbed; a frame over ``max_message_bytes`` is dropped by libzmq
-together with its connection (MAXMSGSIZE). SIGTERM/SIGINT (or the parent
-process going away, with --parent-pid) finish the requests in flight, save the
-FAISS index and exit 0. SIGHUP re-reads the authorised client keys.
+else is disturbed (every frame is read inside the error handling; past
+MAX_INFLIGHT only its id is read, for the ``busy`` reply); a frame over
+``max_message_bytes`` is dropped by libzmq together with its connection
+(MAXMSGSIZE). SIGTERM/SIGINT (or the parent process going away, with
+--parent-pid) finish the requests in flight, save the FAISS index and exit 0.
+SIGHUP re-reads the authorised client keys.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
+import io
 import logging
 import os
 import signal
@@ -37,9 +41,10 @@ from node_daemon.protocol import (
     decode_request,
     encode_error,
     encode_result,
+    peek_request_id,
 )
 from node_daemon.service import Node
-from node_daemon.settings import ServerConfig
+from tars_core.settings.server import ServerConfig
 
 log = logging.getLogger("tars_node.server")
 
@@ -69,7 +74,18 @@ class DataDirLock:
         self._file: IO[str] | None = None
 
     def acquire(self) -> None:
-        f = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the process's life
+        try:
+            f = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for life
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            # A read-only data directory: nobody can write to it, so nothing can fork
+            # it; lock the file if it exists (flock needs no write access) and go on,
+            # so that the node can say what is wrong instead of failing to start.
+            if not self.path.is_file():
+                log.warning("no lock: the data directory is read-only", extra={"error": str(exc)})
+                return
+            f = open(self.path, encoding="utf-8")  # noqa: SIM115
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -79,9 +95,10 @@ class DataDirLock:
             raise RuntimeError(
                 f"another tars-node (pid {holder}) is using {self.path.parent}"
             ) from None
-        f.truncate(0)
-        f.write(str(os.getpid()))
-        f.flush()
+        with contextlib.suppress(OSError, io.UnsupportedOperation):
+            f.truncate(0)
+            f.write(str(os.getpid()))
+            f.flush()
         self._file = f
 
     def release(self) -> None:
@@ -219,7 +236,6 @@ class Server:
                 return
 
     async def _receive(self, sock: zmq.asyncio.Socket) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             try:
                 frames = await sock.recv_multipart()
@@ -227,15 +243,28 @@ class Server:
                 log.exception("receive failed")
                 await asyncio.sleep(0.1)
                 continue
-            if len(frames) < 2:
-                continue
-            if self.node.inflight >= MAX_INFLIGHT:
-                await self._reply(sock, frames[:-1], _busy_reply(frames[-1]))
-                continue
-            self.node.inflight += 1  # here, not in the task: it may not start for a while
-            task = loop.create_task(self._handle(sock, frames))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            try:
+                await self._dispatch(sock, frames)
+            except Exception:  # a bug here must never end the receive loop
+                log.exception("a message could not be dispatched")
+
+    async def _dispatch(self, sock: zmq.asyncio.Socket, frames: list[bytes]) -> None:
+        if len(frames) < 2:
+            return
+        if self.node.inflight >= MAX_INFLIGHT:
+            # Read nothing but the id: a flood must cost little, and may be hostile.
+            envelope, bodies = split_frames(frames)
+            reply = encode_error(
+                peek_request_id(bodies[0]),
+                BUSY,
+                f"more than {MAX_INFLIGHT} requests in flight; try again",
+            )
+            await self._reply(sock, envelope, reply)
+            return
+        self.node.inflight += 1  # here, not in the task: it may not start for a while
+        task = asyncio.get_running_loop().create_task(self._handle(sock, frames))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _receiver_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -245,12 +274,14 @@ class Server:
 
     async def _handle(self, sock: zmq.asyncio.Socket, frames: list[bytes]) -> None:
         t0 = time.perf_counter()
-        envelope, body = frames[:-1], frames[-1]
+        envelope, bodies = split_frames(frames)
+        body = bodies[0]
         rid, op, code = "", "(invalid)", ""
         try:
-            if len(envelope) > 2 or (len(envelope) == 2 and envelope[1] != b""):
-                envelope = envelope[:1]
-                raise ProtocolError(BAD_REQUEST, "a request is exactly one frame")
+            if len(bodies) > 1:
+                raise ProtocolError(
+                    BAD_REQUEST, "a request is exactly one frame", peek_request_id(body)
+                )
             req = decode_request(body)
             rid, op = req.id, req.op
             result: Any = await self.node.handlers[op](req.args)
@@ -260,8 +291,12 @@ class Server:
             reply = encode_error(exc.request_id or rid, exc.code, exc.message)
         except Exception as exc:
             code = INTERNAL
-            log.exception("request failed", extra={"rid": rid, "op": op})
-            reply = encode_error(rid, INTERNAL, f"internal error ({type(exc).__name__}: {exc})")
+            known = await self.node.explain(exc)
+            if known is not None:  # a storage fault: the node logged it once, with its cause
+                reply = encode_error(rid, INTERNAL, known.message)
+            else:
+                log.exception("request failed", extra={"rid": rid, "op": op})
+                reply = encode_error(rid, INTERNAL, f"internal error ({type(exc).__name__}: {exc})")
         finally:
             self.node.inflight -= 1
         await self._reply(sock, envelope, reply)
@@ -289,9 +324,9 @@ class Server:
             await sock.send_multipart([*envelope, body])
 
 
-def _busy_reply(body: bytes) -> bytes:
-    try:
-        rid = decode_request(body).id
-    except ProtocolError as exc:
-        rid = exc.request_id
-    return encode_error(rid, BUSY, f"more than {MAX_INFLIGHT} requests in flight; try again")
+def split_frames(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """(routing envelope, body frames) of what a ROUTER received: the peer's identity,
+    then a REQ socket's empty delimiter (echoed back so REQ accepts the reply)."""
+    if len(frames) > 2 and frames[1] == b"":
+        return frames[:2], frames[2:]
+    return frames[:1], frames[1:]

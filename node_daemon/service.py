@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from node_daemon import schema, sysinfo
+from node_daemon import faults, schema, sysinfo
 from node_daemon.collection import Collection, Prepared, row_dict
 from node_daemon.embedder import EmbedBatcher, Embedder, text_hash
 from node_daemon.index import IndexParams, one_thread_per_search
@@ -29,16 +29,18 @@ from node_daemon.metrics import OpMetrics
 from node_daemon.protocol import (
     BAD_REQUEST,
     BUSY,
+    INTERNAL,
     NOT_FOUND,
     PROTOCOL_VERSION,
     TOO_LARGE,
     ProtocolError,
 )
-from node_daemon.settings import ServerConfig
+from tars_core.settings.server import ServerConfig
 
 log = logging.getLogger("tars_node.service")
 T = TypeVar("T")
 MAX_INGEST_CHUNKS = 10_000
+OPEN_RETRY_S = (2.0, 60.0)  # a data directory that cannot be opened: first and longest wait
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
@@ -51,6 +53,7 @@ class Node:
         self.ready = False
         self.endpoint = ""
         self.inflight = 0
+        self.faults = faults.FaultState(data_dir)
         self.metrics = OpMetrics()
         self.embedder: Embedder | None = None
         self.batcher: EmbedBatcher | None = None
@@ -92,10 +95,7 @@ class Node:
             ivf_nlist=self.cfg.ivf_nlist,
             ivf_nprobe=self.cfg.ivf_nprobe,
         )
-        collection = Collection(
-            self.data_dir, params, model=embedder.name, dedup_threshold=self.cfg.dedup_threshold
-        )
-        await loop.run_in_executor(self._write_pool, collection.open, embedder.encode)
+        collection = await self._open_collection(params, embedder)
         self.embedder, self.collection = embedder, collection
         self.batcher = EmbedBatcher(
             embedder,
@@ -107,6 +107,7 @@ class Node:
         )
         self.batcher.start()
         self._saver = loop.create_task(self._save_now_and_then(), name="index-saver")
+        self.faults.current = None
         self.ready = True
         log.info(
             "ready",
@@ -120,6 +121,37 @@ class Node:
             },
         )
 
+    async def _open_collection(self, params: IndexParams, embedder: Embedder) -> Collection:
+        """Open SQLite and FAISS. A storage fault (full, read-only, corrupt) keeps the
+        node up: `health` reports it, other ops answer it, and opening is tried again
+        now and then, so a freed or remounted disk needs no restart."""
+        loop = asyncio.get_running_loop()
+        wait, longest = OPEN_RETRY_S
+
+        def open_it() -> Collection:
+            collection = Collection(
+                self.data_dir, params, model=embedder.name, dedup_threshold=self.cfg.dedup_threshold
+            )
+            try:
+                collection.open(embedder.encode)
+            except BaseException:
+                collection.close()
+                raise
+            return collection
+
+        while True:
+            try:
+                return await loop.run_in_executor(self._write_pool, open_it)
+            except Exception as exc:
+                # A damaged file can fail in any way: if nothing names it, ask SQLite.
+                fault = self.faults.record(exc) or await loop.run_in_executor(
+                    self._write_pool, self.faults.check, exc
+                )
+                if fault is None:
+                    raise
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, longest)
+
     async def close(self) -> None:
         if self._saver is not None:
             self._saver.cancel()
@@ -130,19 +162,26 @@ class Node:
         if collection is not None:
             # after every queued write: the writer thread is FIFO
             if collection.dirty:
-                await loop.run_in_executor(self._write_pool, collection.save)
+                try:
+                    await loop.run_in_executor(self._write_pool, collection.save)
+                except Exception as exc:  # SQLite has every change: FAISS catches up at start
+                    log.error(
+                        "saving the FAISS index failed",
+                        extra={"error": faults.storage_fault(exc, self.data_dir) or str(exc)},
+                    )
             await loop.run_in_executor(self._write_pool, collection.close)
         for pool in (self._write_pool, self._read_pool, self._embed_pool):
             pool.shutdown(wait=True, cancel_futures=True)
 
     async def _save_now_and_then(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.cfg.save_interval_s)
             collection = self.collection
             if collection is not None and collection.dirty:
                 try:
-                    await loop.run_in_executor(self._write_pool, collection.save)
+                    await self._write(collection.save)
+                except ProtocolError:
+                    pass  # a storage fault: logged once, reported by health
                 except Exception:
                     log.exception("saving the FAISS index failed")
 
@@ -150,15 +189,48 @@ class Node:
 
     def _need(self) -> tuple[Collection, EmbedBatcher, Embedder]:
         if not self.ready or self.collection is None or self.batcher is None:
+            if self.faults.current is not None:
+                raise ProtocolError(INTERNAL, self.faults.current)
             raise ProtocolError(BUSY, "the node is starting (loading the model and index)")
         assert self.embedder is not None
         return self.collection, self.batcher, self.embedder
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._read_pool, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._read_pool, fn, *args)
+        except Exception as exc:
+            raise self._as_reply(exc) from exc
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._write_pool, fn, *args)
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._write_pool, fn, *args)
+        except Exception as exc:
+            raise self._as_reply(exc) from exc
+        self.faults.wrote()
+        return result
+
+    def _as_reply(self, exc: Exception) -> Exception:
+        """A storage fault becomes an `internal` reply that says which; anything else
+        is raised as it is."""
+        if isinstance(exc, ProtocolError):
+            return exc
+        fault = self.faults.record(exc)
+        return exc if fault is None else ProtocolError(INTERNAL, fault)
+
+    async def explain(self, exc: Exception) -> ProtocolError | None:
+        """For the server, an error no code path expected (a value read back of the
+        wrong type...): the storage fault behind it, if SQLite's own check finds the
+        file damaged; else None (a bug: the server logs its traceback)."""
+        known = self._as_reply(exc)
+        if isinstance(known, ProtocolError):
+            return known
+        if self.faults.corrupt:
+            return ProtocolError(INTERNAL, str(self.faults.current))
+        if not self.faults.check_due():
+            return None  # the file was fine a moment ago
+        loop = asyncio.get_running_loop()
+        fault = await loop.run_in_executor(self._read_pool, self.faults.check, exc)
+        return None if fault is None else ProtocolError(INTERNAL, fault)
 
     async def _prepare(self, items: list[schema.ItemIn], doc: str) -> list[Prepared]:
         """Hash and embed: unchanged texts reuse their stored vectors, the rest go to the model."""
@@ -197,6 +269,7 @@ class Node:
             "items": self.collection.total if self.ready and self.collection else None,
             "curve": self.curve,
             "max_message_bytes": self.cfg.max_message_bytes,
+            "storage_error": self.faults.current,
         }
 
     async def stats(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from AUTOINCREMENT and are never reused: they are the FAISS ids.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import threading
@@ -185,6 +186,22 @@ class Store:
     def close(self) -> None:
         self._writer.close()
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One committed write transaction on the writer connection. When a statement or
+        the COMMIT fails (a full disk...), SQLite may have rolled back already: roll
+        back only what is still open, so that the first error is the one raised."""
+        con = self._writer
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    con.execute("ROLLBACK")
+            raise
+
     # -- meta ------------------------------------------------------------------
 
     def meta(self, key: str) -> str | None:
@@ -192,10 +209,10 @@ class Store:
         return None if row is None else str(row[0])
 
     def set_meta(self, values: dict[str, str]) -> None:
-        con = self._writer
-        con.execute("BEGIN IMMEDIATE")
-        con.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", values.items())
-        con.execute("COMMIT")
+        with self._transaction() as con:
+            con.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", values.items()
+            )
 
     # -- reads (any thread) ------------------------------------------------------
 
@@ -322,9 +339,7 @@ class Store:
 
     def write(self, inserts: Sequence[NewRow], delete_rids: Sequence[int]) -> list[int]:
         """Delete then insert, in one committed transaction. Returns the new rids."""
-        con = self._writer
-        con.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as con:
             for part in _chunks([int(r) for r in delete_rids]):
                 con.execute(f"DELETE FROM items WHERE rid IN ({','.join('?' * len(part))})", part)
             rids = []
@@ -348,31 +363,19 @@ class Store:
                     ),
                 )
                 rids.append(int(cur.fetchone()[0]))
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         return rids
 
     def delete_where(self, flt: Filter) -> list[tuple[int, str]]:
         """Delete matching items; (rid, namespace) of each, committed."""
         where, params = where_sql(flt)
-        con = self._writer
-        con.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as con:
             cur = con.execute(f"DELETE FROM items WHERE {where} RETURNING rid, namespace", params)
             gone = [(int(r), str(ns)) for r, ns in cur.fetchall()]
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         return gone
 
     def delete_ids(self, ids: Sequence[str]) -> list[tuple[int, str]]:
-        con = self._writer
         gone: list[tuple[int, str]] = []
-        con.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as con:
             for part in _chunks(list(ids)):
                 cur = con.execute(
                     f"DELETE FROM items WHERE id IN ({','.join('?' * len(part))})"
@@ -380,17 +383,11 @@ class Store:
                     part,
                 )
                 gone.extend((int(r), str(ns)) for r, ns in cur.fetchall())
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         return gone
 
     def update_vectors(self, pairs: Sequence[tuple[int, bytes]]) -> None:
-        con = self._writer
-        con.execute("BEGIN IMMEDIATE")
-        con.executemany("UPDATE items SET vector = ? WHERE rid = ?", [(v, r) for r, v in pairs])
-        con.execute("COMMIT")
+        with self._transaction() as con:
+            con.executemany("UPDATE items SET vector = ? WHERE rid = ?", [(v, r) for r, v in pairs])
 
     def optimize(self) -> None:
         con = self._writer

@@ -34,6 +34,8 @@ class SystemReading:
     rss_mb: float
     gpus: list[GpuReading] = field(default_factory=list)
     gpu_error: str | None = None
+    # Which build each part of this machine runs: {"llama.cpp": "CPU", ...}.
+    builds: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,6 +110,12 @@ def _optional(read: Any) -> float | None:
 
 _nvml = _Nvml()
 _process = psutil.Process(os.getpid())
+_builds: dict[str, str] = {}
+
+
+def set_build(part: str, description: str) -> None:
+    """Record which build a part of this process uses; every later reading carries it."""
+    _builds[part] = description
 
 
 def snapshot() -> SystemReading:
@@ -121,7 +129,13 @@ def snapshot() -> SystemReading:
         rss_mb=_process.memory_info().rss / 2**20,
         gpus=gpus,
         gpu_error=None if gpus else _nvml.error,
+        builds=dict(_builds),
     )
+
+
+def gpu_readings() -> list[GpuReading]:
+    """The GPUs alone: no CPU sample, which would shorten the panel's next interval."""
+    return _nvml.read()
 
 
 def reading_from_dict(data: dict[str, Any]) -> SystemReading:
@@ -134,4 +148,5 @@ def reading_from_dict(data: dict[str, Any]) -> SystemReading:
         rss_mb=float(data["rss_mb"]),
         gpus=gpus,
         gpu_error=data.get("gpu_error"),
+        builds={str(k): str(v) for k, v in (data.get("builds") or {}).items()},
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from pathlib import Path
 
 from textual import work
@@ -10,15 +11,29 @@ from textual.app import App
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
-from memory.context import approx_tokens, context_budget
+from memory.context import approx_tokens
 from memory.conversation_store import ConversationStore
 from memory.service import Memory
+from node_daemon import sysinfo
 from node_daemon.local import NodeStartError
 from node_daemon.sysinfo import SystemReading
-from tars_tui.config import Config
-from tars_tui.llm import ModelError
-from tars_tui.llm_process import Engine, ProcessEngine
+from tars_assistant.builds import pc1_builds
+from tars_assistant.llm import ModelError
+from tars_assistant.llm_process import Engine, ProcessEngine
+from tars_assistant.memory_link import open_memory
+from tars_assistant.node_link import NodeLink
+from tars_assistant.session import ChatSession
+from tars_assistant.telemetry import SnapshotFn, SystemSampler
+from tars_assistant.voice.capture import FILE_DEVICE_PREFIX
+from tars_assistant.voice.commands import voice_problems
+from tars_assistant.voice.events import ErrorEvent, VoiceEvent
+from tars_assistant.voice.ptt import PushToTalk
+from tars_core.config import Config
+from tars_tui.driver import driver_class, push_to_talk_keys
 from tars_tui.messages import (
+    KeyReleased,
+    KeyReleasesReported,
+    ModelDied,
     ModelLoaded,
     ModelLoadFailed,
     NodeStarted,
@@ -27,17 +42,13 @@ from tars_tui.messages import (
     VoiceChecked,
     VoiceEventPosted,
 )
-from tars_tui.node_link import NodeLink
 from tars_tui.palette import SlashCommands
 from tars_tui.screens.chat import ChatScreen
-from tars_tui.session import ChatSession
-from tars_tui.telemetry import SnapshotFn, SystemSampler
-from tars_tui.voice.capture import FILE_DEVICE_PREFIX
-from tars_tui.voice.commands import voice_problems
-from tars_tui.voice.events import ErrorEvent, VoiceEvent
-from tars_tui.voice.ptt import PushToTalk
 
 NODE_POLL_S = 2.0
+# A model process that dies this often is not reloaded again by itself (like systemd's
+# StartLimitBurst): RELOAD_BURST deaths within RELOAD_WINDOW_S.
+RELOAD_BURST, RELOAD_WINDOW_S = 3, 60.0
 
 
 class TarsApp(App[None]):
@@ -58,6 +69,9 @@ class TarsApp(App[None]):
     ) -> None:
         super().__init__()
         self.config = config
+        # Hold-to-talk where the terminal reports key releases (tars_tui/driver.py).
+        self.driver_class = driver_class(push_to_talk_keys(config.voice.ptt_key), self.driver_class)
+        self.hold_to_talk = False
         # The model generates in a child process: Textual's rendering and llama.cpp's
         # per-token Python would otherwise share one GIL (measured on 2 cores: 0.82-0.89
         # of the engine's speed through the UI in-process, 0.92-0.98 from a child;
@@ -72,23 +86,22 @@ class TarsApp(App[None]):
             snapshot=snapshot,
         )
         self.node = node or NodeLink(config, config_path=config_path)
-        self.memory: Memory | None = None
-        if config.memory.enabled and self.node.enabled:
-            self.memory = Memory.open(
-                config.memory,
-                self.store,
-                lambda: self.node.client,
-                count_tokens=self._count_tokens,
-                budget_tokens=context_budget(
-                    config.memory.context_tokens, config.llm.n_ctx, config.llm.max_tokens
-                ),
-                on_pending=self._outbox_changed,
-            )
+        self.memory: Memory | None = open_memory(
+            config,
+            self.store,
+            self.node,
+            count_tokens=self._count_tokens,
+            on_pending=self._outbox_changed,
+        )
         self.voice: PushToTalk | None = None
         self.voice_error: str | None = (
             None if config.voice.enabled else "voice is off in the config ([voice] enabled)"
         )
         self.chat: ChatScreen | None = None
+        # After the model's process dies: a reload runs / failed (then /model is needed).
+        self._reloading = False
+        self._reload_failed = False
+        self._deaths: deque[float] = deque(maxlen=RELOAD_BURST)
 
     def _count_tokens(self, text: str) -> int:
         # The engine's tokenizer blocks until the model is loaded; estimate until then.
@@ -106,9 +119,12 @@ class TarsApp(App[None]):
         self.session.reopen_last()
         self.chat = ChatScreen(self.session)
         self.push_screen(self.chat)
+        if isinstance(self.engine, ProcessEngine):
+            self.engine.on_death = self._model_died
         if not self.engine.is_ready:
             self.load_model()
         self.sampler.start()
+        self.read_builds()
         if self.config.voice.enabled:
             self.check_voice()
         if self.node.enabled:
@@ -123,6 +139,9 @@ class TarsApp(App[None]):
             )
 
     def on_unmount(self) -> None:
+        if isinstance(self.engine, ProcessEngine):
+            self.engine.on_death = None
+        self.session.model_gate.close()  # a summary waiting for the model gives up
         if self.voice is not None:
             self.voice.close()
         self.sampler.stop()
@@ -132,6 +151,13 @@ class TarsApp(App[None]):
         self.store.close()
         if self._owns_engine:
             self.engine.close()  # its child process ends with it
+
+    @work(thread=True, exclusive=True, group="builds", exit_on_error=False)
+    def read_builds(self) -> None:
+        """Which llama.cpp and Whisper builds run here, for the PC1 panel (loading their
+        libraries takes a moment, so off the UI thread)."""
+        for part, description in pc1_builds(self.config.llm, self.config.voice).items():
+            sysinfo.set_build(part, description)
 
     # -- voice ---------------------------------------------------------------------
 
@@ -153,6 +179,19 @@ class TarsApp(App[None]):
 
     def _voice_event(self, event: VoiceEvent) -> None:
         self.post_message(VoiceEventPosted(event))
+
+    def push_to_talk_down(self) -> None:
+        """From the driver's input thread (tars_tui/driver.py EarlyKeys): silence TARS now."""
+        chat = self.chat
+        if chat is not None:
+            chat.speech.stop()
+
+    def on_key_releases_reported(self, message: KeyReleasesReported) -> None:
+        self.hold_to_talk = message.supported
+
+    def on_key_released(self, message: KeyReleased) -> None:
+        if self.chat is not None:
+            self.chat.talk.released(message.key)
 
     def on_voice_event_posted(self, message: VoiceEventPosted) -> None:
         if isinstance(message.event, ErrorEvent) and message.event.unavailable:
@@ -181,6 +220,8 @@ class TarsApp(App[None]):
                 if message.restarted
                 else ("started locally" if self.node.embedded else "connected")
             )
+            if self.node.shared_by is not None:
+                where = f"of another tars (pid {self.node.shared_by}) in use"
             self.chat.say(f"Node {where} at {message.endpoint}.")
             self.chat.show_node(self.node.status())
 
@@ -221,15 +262,69 @@ class TarsApp(App[None]):
         self.post_message(ModelLoaded(loaded, time.perf_counter() - started))
 
     def on_model_loaded(self, message: ModelLoaded) -> None:
+        self._reloading = self._reload_failed = False
         if self.chat is not None:
             self.chat.set_status()
-            self.chat.say(f"Model {message.path.name} loaded in {message.seconds:.2f} s.")
+            done = "reloaded" if message.reloaded else "loaded"
+            self.chat.say(f"Model {message.path.name} {done} in {message.seconds:.2f} s.")
 
     def on_model_load_failed(self, message: ModelLoadFailed) -> None:
+        reload, self._reloading = self._reloading, False
+        self._reload_failed = reload
         if self.chat is not None:
             self.chat.set_status()
+            if reload:
+                self.chat.say(
+                    f"⚠ The model did not reload: {message.error}. /model loads one.", "error"
+                )
+                return
             hint = "" if message.first_load else " The previous model is still in use."
             self.chat.say(f"⚠ {message.error}.{hint}", "error")
+
+    # -- the model's process dying under us ----------------------------------------
+
+    def _model_died(self, error: str) -> None:
+        self.post_message(ModelDied(error))  # from the engine's watcher thread
+
+    def on_model_died(self, message: ModelDied) -> None:
+        """Say so and load the model again, once: a model that fails to load (or a
+        process that dies while loading) waits for the user's /model."""
+        if self.chat is not None:
+            self.chat.set_status()
+        if self._reloading or self._reload_failed:
+            return
+        self._deaths.append(time.monotonic())
+        error = f"{message.error[:1].upper()}{message.error[1:]}"
+        burst = len(self._deaths) == RELOAD_BURST
+        if burst and self._deaths[-1] - self._deaths[0] < RELOAD_WINDOW_S:
+            self._reload_failed = True
+            if self.chat is not None:
+                self.chat.say(
+                    f"⚠ {error}, {RELOAD_BURST} times in a row; it is not reloaded again "
+                    "by itself. /model loads it (see `tars doctor`).",
+                    "error",
+                )
+            return
+        self._reloading = True
+        if self.chat is not None:
+            self.chat.say(f"⚠ {error}; reloading {self.engine.model_name}…", "error")
+        self.reload_model()
+
+    @work(thread=True, exclusive=True, group="model-reload", exit_on_error=False)
+    def reload_model(self) -> None:
+        started = time.perf_counter()
+        try:
+            # A prompt sent meanwhile may have revived it already: then None.
+            revived = self.engine.revive() if isinstance(self.engine, ProcessEngine) else None
+        except ModelError as exc:
+            self.post_message(ModelLoadFailed(str(exc), first_load=True))
+            return
+        path = revived or self.engine.model_path
+        if path is None:
+            error = self.engine.load_error or ModelError("no model loaded")
+            self.post_message(ModelLoadFailed(str(error), first_load=True))
+            return
+        self.post_message(ModelLoaded(path, time.perf_counter() - started, reloaded=True))
 
     def on_system_sampled(self, message: SystemSampled) -> None:
         if self.chat is not None:

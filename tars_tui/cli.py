@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tars_tui.config import Config, ConfigError, effective_items, load_config, render_template
+from tars_core.config import Config, ConfigError, effective_items, load_config, render_template
 
 EXIT_CONFIG = 2
 
@@ -44,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("file", type=Path)
     tr.add_argument("--partials", action="store_true", help="print partial transcripts too")
     sub.add_parser("devices", help="list audio input devices for [voice] input_device")
+    say = sub.add_parser("say", help="speak text with the Piper voice ([tts] output_device)")
+    say.add_argument("text", help="what to say (Markdown is fine); - reads it from stdin")
+    say.add_argument("--to", type=Path, metavar="FILE.wav", help="write a WAV file instead")
+    srv = sub.add_parser("serve", help="the local API: OpenAI-compatible HTTP and a WebSocket")
+    srv.add_argument("--bind", metavar="HOST", help="listen here instead of [api] bind")
+    srv.add_argument("--port", type=int, metavar="N", help="instead of [api] port (0 = any free)")
+    keys = sub.add_parser("api-key", help="make, list or revoke the API keys of tars serve")
+    keys.add_argument("action", choices=["new", "list", "revoke"])
+    keys.add_argument("name", nargs="?", help="the key's name (new, revoke)")
     jobs = sub.add_parser("jobs", help="maintenance: summaries, memory merges, index, outbox")
     jobs.add_argument("action", choices=["run"])
     jobs.add_argument(
@@ -76,7 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "doctor": _run_doctor,
         "transcribe": _run_transcribe,
         "devices": _run_devices,
+        "say": _run_say,
         "jobs": _run_jobs,
+        "serve": _run_serve,
+        "api-key": _run_api_key,
     }
     return handlers[command](config, args)
 
@@ -97,7 +109,7 @@ def _run_plain(config: Config, args: argparse.Namespace) -> int:
 
 
 def _run_ask(config: Config, args: argparse.Namespace) -> int:
-    from tars_tui.llm import ChatMessage, LLMEngine, ModelError
+    from tars_assistant.llm import ChatMessage, LLMEngine, ModelError
 
     question = sys.stdin.read() if args.question == "-" else args.question
     if not question.strip():
@@ -120,7 +132,7 @@ def _run_ask(config: Config, args: argparse.Namespace) -> int:
 
 
 def _run_config(config: Config, args: argparse.Namespace) -> int:
-    from tars_tui.config import toml_value
+    from tars_core.config import toml_value
 
     rows = effective_items(config)
     width = max(len(k) for k, _, _ in rows)
@@ -130,7 +142,8 @@ def _run_config(config: Config, args: argparse.Namespace) -> int:
 
 
 def _run_models(config: Config, args: argparse.Namespace) -> int:
-    from tars_tui.model_discovery import find_gguf_models
+    from tars_assistant.model_discovery import find_gguf_models
+    from tars_assistant.model_memory import assess, free_memory, human_bytes
 
     found = find_gguf_models(config)
     configured = config.llm.model_path
@@ -139,16 +152,33 @@ def _run_models(config: Config, args: argparse.Namespace) -> int:
     if not found:
         print("No GGUF files found. Put one in ~/.cache/llama.cpp or set [llm] model_path.")
         return 1
+    llm, free = config.llm, free_memory()
+    vram = f", VRAM {human_bytes(free.vram_bytes)} free" if free.vram_bytes is not None else ""
+    print(
+        f"needs = weights + KV cache + compute at n_ctx {llm.n_ctx}; this machine: "
+        f"RAM {human_bytes(free.ram_bytes)} available{vram}, n_gpu_layers {llm.n_gpu_layers}"
+    )
+    print(f"{'size':>9}  {'needs':>9}  {'source':<13} {'name':<40} path")
+    problems = []
     for m in found:
-        print(f"{m.size_bytes / 2**20:8.0f} MiB  {m.source:<13} {m.name:<40} {m.path}")
+        fit = assess(m.path, llm.n_ctx, llm.n_gpu_layers, size_bytes=m.size_bytes, free=free)
+        mark = "!" if fit.problem else " "
+        size = human_bytes(m.size_bytes)
+        print(f"{size:>9}  {fit.needs:>8}{mark}  {m.source:<13} {m.name:<40} {m.path}")
+        if fit.problem:
+            problems.append(fit.problem)
+    for problem in problems:
+        print(f"! {problem}.")
     return 0
 
 
 def _run_doctor(config: Config, args: argparse.Namespace) -> int:
-    from tars_tui.doctor import run_checks
+    from tars_api.probe import probe_api
+    from tars_tui.doctor import Check, run_checks
 
+    api = probe_api(config)  # keys, and the port: free or a tars serve answering
     ok = True
-    for check in run_checks(config):
+    for check in [*run_checks(config), Check("api", api.ok, api.detail, optional=True)]:
         mark = "ok " if check.ok else ("-- " if check.optional else "!! ")
         ok = ok and (check.ok or check.optional)
         print(f"{mark} {check.name:<12} {check.detail}")
@@ -156,8 +186,8 @@ def _run_doctor(config: Config, args: argparse.Namespace) -> int:
 
 
 def _run_transcribe(config: Config, args: argparse.Namespace) -> int:
-    from tars_tui.voice.capture import VoiceError
-    from tars_tui.voice.commands import transcribe_file
+    from tars_assistant.voice.capture import VoiceError
+    from tars_assistant.voice.commands import transcribe_file
 
     def show_partial(committed: str, tentative: str) -> None:
         shown = f"{committed} [{tentative}]" if tentative else committed
@@ -175,8 +205,8 @@ def _run_transcribe(config: Config, args: argparse.Namespace) -> int:
 
 
 def _run_devices(config: Config, args: argparse.Namespace) -> int:
-    from tars_tui.voice.capture import VoiceUnavailable
-    from tars_tui.voice.commands import devices_report
+    from tars_assistant.voice.capture import VoiceUnavailable
+    from tars_assistant.voice.commands import devices_report
 
     try:
         print(devices_report())
@@ -186,8 +216,35 @@ def _run_devices(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_say(config: Config, args: argparse.Namespace) -> int:
+    from tars_assistant.speech import SpeechError
+    from tars_assistant.speech.commands import say, summary
+
+    text = sys.stdin.read() if args.text == "-" else args.text
+    try:
+        where, metrics = say(text, config.tts, to=args.to)
+    except SpeechError as exc:
+        print(f"tars say: {exc}", file=sys.stderr)
+        return 1
+    print(summary(where, metrics), file=sys.stderr)
+    return 0
+
+
+def _run_serve(config: Config, args: argparse.Namespace) -> int:
+    from tars_api.serve import serve_main
+
+    return serve_main(config, bind=args.bind, port=args.port, config_path=args.config)
+
+
+def _run_api_key(config: Config, args: argparse.Namespace) -> int:
+    from tars_api.serve import api_key_main
+
+    return api_key_main(config, args.action, args.name)
+
+
 def _run_jobs(config: Config, args: argparse.Namespace) -> int:
-    from memory.jobs import JOB_NAMES, jobs_main
+    from memory.jobs import JOB_NAMES
+    from tars_assistant.jobs import jobs_main
 
     only = tuple(args.only) if args.only else JOB_NAMES
     unknown = [name for name in only if name not in JOB_NAMES]

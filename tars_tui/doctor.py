@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
-from tars_tui.config import Config
+from tars_core.config import Config
 
 
 @dataclass(frozen=True)
@@ -22,14 +23,16 @@ def run_checks(config: Config) -> list[Check]:
         _check_model(config),
         _check_llama(config),
         _check_gpu(),
+        _check_builds(config),
         _check_audio(config),
+        _check_speech(config),
         _check_data_dir(config),
         _check_node(config),
     ]
 
 
 def _check_model(config: Config) -> Check:
-    from tars_tui.llm import ModelError, check_gguf, resolve_model_path
+    from tars_assistant.llm import ModelError, check_gguf, resolve_model_path
 
     try:
         path = resolve_model_path(config.llm)
@@ -55,6 +58,21 @@ def _check_llama(config: Config) -> Check:
     return Check("llama.cpp", True, detail)
 
 
+def _check_builds(config: Config) -> Check:
+    """Which build each part runs: llama.cpp, Whisper, and torch where the node runs here."""
+    from tars_assistant.builds import llama_build, torch_build, whisper_build
+
+    parts = [f"llama.cpp {llama_build(config.llm)[0]}"]
+    if config.voice.enabled:
+        parts.append(f"whisper {whisper_build(config.voice)}")
+    torch = torch_build()
+    if config.node.endpoint == "auto":
+        parts.append(f"embeddings {torch}" if torch else "embeddings: torch not installed")
+    elif torch:
+        parts.append(f"local {torch} (the node in use is remote)")
+    return Check("builds", True, "; ".join(parts))
+
+
 def _check_gpu() -> Check:
     from node_daemon.sysinfo import snapshot
 
@@ -68,14 +86,25 @@ def _check_gpu() -> Check:
 def _check_audio(config: Config) -> Check:
     if not config.voice.enabled:
         return Check("voice", False, "disabled in config ([voice] enabled = false)", optional=True)
-    from tars_tui.voice.capture import FILE_DEVICE_PREFIX
-    from tars_tui.voice.commands import voice_problems
+    from tars_assistant.voice.capture import FILE_DEVICE_PREFIX
+    from tars_assistant.voice.commands import voice_problems
 
     from_file = config.voice.input_device.startswith(FILE_DEVICE_PREFIX)
     problems = voice_problems(config.voice, check_microphone=not from_file)
     if problems:
         return Check("voice", False, "; ".join(problems), optional=True)
     return Check("voice", True, "microphone and Whisper found; `tars devices` lists inputs")
+
+
+def _check_speech(config: Config) -> Check:
+    from tars_assistant.speech.commands import speech_problems
+
+    to_file = config.tts.output_device.startswith("file:")
+    problems = speech_problems(config.tts, check_device=not to_file)
+    state = "on" if config.tts.enabled else "off until /speak on or F4 ([tts] enabled)"
+    if problems:
+        return Check("speech", False, "; ".join(problems), optional=True)
+    return Check("speech", True, f"Piper voice and output found; spoken replies {state}")
 
 
 def _check_data_dir(config: Config) -> Check:
@@ -91,7 +120,35 @@ def _check_data_dir(config: Config) -> Check:
 
 
 def _check_node(config: Config) -> Check:
+    """The node's storage: the embedded node's data directory as found on disk (full,
+    read-only, corrupt), or what a remote node's `health` says about its own."""
+    from node_daemon.faults import check_data_dir
+
     endpoint = config.node.endpoint
+    if endpoint == "off":
+        return Check("node", False, "off: no long-term memory ([node] endpoint)", optional=True)
     if endpoint == "auto":
-        return Check("node", True, "auto: tars starts a local node on loopback")
+        server = config.server
+        data = Path(server.data_dir).expanduser() if server.data_dir else config.data_dir / "node"
+        problem = check_data_dir(data)
+        if problem is not None:
+            return Check("node", False, problem)
+        return Check("node", True, f"auto: tars starts a local node on loopback ({data})")
+    from node_daemon.client import BlockingNodeClient, NodeError, NodeUnavailable
+
+    node = config.node
+    try:
+        with BlockingNodeClient(
+            endpoint,
+            server_public_key=node.server_public_key or None,
+            client_secret_key_file=node.client_secret_key or None,
+            timeout_s=min(node.timeout_s, 3.0),
+            retries=1,
+        ) as client:
+            health = client.health()
+    except (NodeUnavailable, NodeError, OSError, ValueError) as exc:
+        return Check("node", False, f"remote node at {endpoint}: {exc}")
+    problem = health.get("storage_error")  # None from a node older than this field
+    if problem:
+        return Check("node", False, f"remote node at {endpoint}: {problem}")
     return Check("node", True, f"remote node at {endpoint}")

@@ -16,7 +16,7 @@ from memory.memory_store import MemoryRecord
 from memory.project_store import ProjectInfo
 from memory.semantic import Hit
 from memory.service import Memory
-from tars_tui.commands import CommandHost
+from tars_tui.host import CommandHost
 
 # -- views the TUI shows as screens -------------------------------------------------
 

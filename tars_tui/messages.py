@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual.message import Message
 
 from node_daemon.sysinfo import SystemReading
-from tars_tui.session import TurnResult
-from tars_tui.voice.events import VoiceEvent
+from tars_assistant.session import TurnResult
+from tars_assistant.speech.events import SpeechEvent
+from tars_assistant.voice.events import VoiceEvent
+
+if TYPE_CHECKING:
+    from tars_assistant.speech.speaker import Speaker
 
 
 class ModelLoaded(Message):
-    def __init__(self, path: Path, seconds: float) -> None:
+    def __init__(self, path: Path, seconds: float, *, reloaded: bool = False) -> None:
         super().__init__()
         self.path = path
         self.seconds = seconds
+        self.reloaded = reloaded  # after the model's process died
+
+
+class ModelDied(Message):
+    """The model's process died (posted from its watcher thread); ``error`` says how."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__()
+        self.error = error
 
 
 class ModelLoadFailed(Message):
@@ -44,6 +58,15 @@ class ReplyFailed(Message):
     def __init__(self, error: str) -> None:
         super().__init__()
         self.error = error
+
+
+class ReplyInterrupted(Message):
+    """The model's process died under the reply: what it said is kept, marked so."""
+
+    def __init__(self, error: str, tail: str) -> None:
+        super().__init__()
+        self.error = error
+        self.tail = tail
 
 
 class NodeStarted(Message):
@@ -80,3 +103,46 @@ class SystemSampled(Message):
         super().__init__()
         self.reading = reading
         self.host = host
+
+
+class KeyReleased(Message):
+    """A push-to-talk key went up (only terminals that report releases; tars_tui/driver.py)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+
+
+class KeyReleasesReported(Message):
+    """The terminal answered the driver: ``supported`` = it now reports key releases,
+    so push-to-talk can be held; ``flags`` = its kitty keyboard protocol flags."""
+
+    def __init__(self, supported: bool, flags: int) -> None:
+        super().__init__()
+        self.supported = supported
+        self.flags = flags
+
+
+class SpeakerOpened(Message):
+    """The speaker for spoken replies, or why there is none (``error``, for the user)."""
+
+    def __init__(self, speaker: Speaker | None, error: str | None) -> None:
+        super().__init__()
+        self.speaker = speaker
+        self.error = error
+
+
+class SpeechEventPosted(Message):
+    """An event from the speaker's threads, forwarded to the UI."""
+
+    def __init__(self, event: SpeechEvent) -> None:
+        super().__init__()
+        self.event = event
+
+
+class SpeechLevelPosted(Message):
+    """The level of the speech playing now, for the meter (about 16 a second)."""
+
+    def __init__(self, dbfs: float) -> None:
+        super().__init__()
+        self.dbfs = dbfs

@@ -7,14 +7,13 @@ from functools import partial
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from tars_tui import commands
+from tars_tui.host import CommandRunner
 
 
 class SlashCommands(Provider):
     def _run(self, name: str) -> None:
-        from tars_tui.screens.chat import ChatScreen
-
         screen = self.app.screen
-        if isinstance(screen, ChatScreen):
+        if isinstance(screen, CommandRunner):
             screen.run_command(f"/{name}")
 
     async def discover(self) -> Hits:

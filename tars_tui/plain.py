@@ -22,19 +22,19 @@ from prompt_toolkit.output import Output
 from rich.console import Console
 from rich.markdown import Markdown
 
-from memory.context import context_budget
 from memory.conversation_store import Conversation, ConversationStore
 from memory.loop import LoopThread
 from memory.service import Memory
 from node_daemon.local import NodeStartError
+from tars_assistant.llm import LLMEngine, ModelError
+from tars_assistant.memory_link import open_memory
+from tars_assistant.node_link import NodeLink
+from tars_assistant.session import ChatSession
+from tars_core.config import Config
 from tars_tui import commands
 from tars_tui.commands import Style
-from tars_tui.config import Config
 from tars_tui.formatting import describe_conversation, metrics_line
-from tars_tui.llm import LLMEngine, ModelError
 from tars_tui.memory_views import View
-from tars_tui.node_link import NodeLink
-from tars_tui.session import ChatSession
 
 
 class SlashCompleter(Completer):
@@ -142,18 +142,9 @@ def run_plain(
         return 1
     link = NodeLink(config)
     loop: LoopThread | None = None
-    memory: Memory | None = None
-    if link.enabled and config.memory.enabled:
+    memory = open_memory(config, store, link, count_tokens=engine.count_tokens)
+    if memory is not None:
         loop = LoopThread()
-        memory = Memory.open(
-            config.memory,
-            store,
-            lambda: link.client,
-            count_tokens=engine.count_tokens,
-            budget_tokens=context_budget(
-                config.memory.context_tokens, config.llm.n_ctx, config.llm.max_tokens
-            ),
-        )
         loop.submit(memory.semantic.run_delivery())
         # The node starts while the user types; recall says so if it is not up yet.
         threading.Thread(

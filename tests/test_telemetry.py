@@ -14,7 +14,7 @@ import pytest
 
 from node_daemon import sysinfo
 from node_daemon.sysinfo import SystemReading
-from tars_tui.telemetry import (
+from tars_assistant.telemetry import (
     BLOCKS,
     LatencySeries,
     SystemSampler,

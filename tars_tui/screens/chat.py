@@ -6,9 +6,9 @@ import contextlib
 import threading
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -21,17 +21,12 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from memory.conversation_store import Conversation
 from memory.service import Memory
 from node_daemon.sysinfo import SystemReading
-from tars_tui import commands
-from tars_tui.batching import ChunkBatcher
-from tars_tui.commands import Style
-from tars_tui.llm import ModelError
-from tars_tui.memory_views import View
-from tars_tui.messages import ReplyChunk, ReplyFailed, ReplyFinished
-from tars_tui.node_link import NodeStatus
-from tars_tui.screens.history import HistoryScreen
-from tars_tui.screens.memory import push_memory_view
-from tars_tui.session import ChatSession, TurnResult
-from tars_tui.voice.events import (
+from tars_assistant.llm import ModelError
+from tars_assistant.llm_process import ModelProcessDied
+from tars_assistant.model_gate import Claim
+from tars_assistant.node_link import NodeStatus
+from tars_assistant.session import ChatSession, TurnResult
+from tars_assistant.voice.events import (
     ErrorEvent,
     FinalEvent,
     LevelEvent,
@@ -39,13 +34,30 @@ from tars_tui.voice.events import (
     StateEvent,
     VoiceEvent,
 )
-from tars_tui.widgets.panels import LatencyPanel, SystemPanel
+from tars_tui import commands
+from tars_tui.batching import ChunkBatcher
+from tars_tui.commands import Style
+from tars_tui.driver import push_to_talk_keys
+from tars_tui.host import ChatHost
+from tars_tui.memory_views import View
+from tars_tui.messages import (
+    ReplyChunk,
+    ReplyFailed,
+    ReplyFinished,
+    ReplyInterrupted,
+    SpeakerOpened,
+    SpeechEventPosted,
+    SpeechLevelPosted,
+)
+from tars_tui.panels_control import PanelsControl
+from tars_tui.screens.history import HistoryScreen
+from tars_tui.screens.memory import push_memory_view
+from tars_tui.speech_control import SpeechControl
+from tars_tui.talk import TalkControl
+from tars_tui.widgets.panels import PanelSummary, SidePanels
 from tars_tui.widgets.prompt import CompletionList, PromptInput
 from tars_tui.widgets.transcript import AssistantMessage, Transcript
-from tars_tui.widgets.voice import VoicePrompt
-
-if TYPE_CHECKING:
-    from tars_tui.app import TarsApp
+from tars_tui.widgets.voice import SpeechBar, VoicePrompt
 
 
 class StatusLine(Static):
@@ -62,17 +74,24 @@ class ChatScreen(Screen[None]):
         Binding("ctrl+n", "new_chat", "New chat"),
         Binding("ctrl+o", "history", "History"),
         Binding("f3", "copy_code", "Copy code"),
+        Binding("f4", "toggle_speech", "Speak"),
+        Binding("f6", "hands_free", "Hands-free"),
     ]
 
     def __init__(self, session: ChatSession) -> None:
         super().__init__()
         self.session = session
-        ptt = session.config.voice.ptt_key
-        keys = ",".join(dict.fromkeys([ptt, "ctrl+@" if ptt == "ctrl+space" else ptt, "f5"]))
-        self._bindings.bind(keys, "voice", "Talk")
+        # A priority binding runs in the app's own handling of the key, not behind the
+        # screen's queue of reply chunks: barge-in stays quick while a reply renders.
+        ptt = ",".join(push_to_talk_keys(session.config.voice.ptt_key))
+        self._bindings.bind(ptt, "voice", "Talk", priority=True)
+        self.speech = SpeechControl(self)  # spoken replies
+        self.talk = TalkControl(self, self.speech)  # push-to-talk keys, hands-free /talk
         self._stop = threading.Event()
         self._reply: AssistantMessage | None = None
         self.generating = False
+        # The turn's hold on the model, from send to shown: summaries step aside.
+        self._claim: Claim | None = None
         self._user_text = ""
         self._focus_message: int | None = None
         # Samplers, the node poll and the outbox report from outside this screen;
@@ -80,32 +99,32 @@ class ChatScreen(Screen[None]):
         self.ready = False
         self._early_notes: list[tuple[str, Style]] = []
         self.node_label = ""
+        self.panels = PanelsControl(self, session.latency, node_enabled=False)
 
     @property
-    def tars(self) -> TarsApp:
-        return cast("TarsApp", self.app)
+    def tars(self) -> ChatHost:
+        return cast("ChatHost", self.app)
 
     def compose(self) -> ComposeResult:
         yield Header(icon="◆")
         with Horizontal(id="body"):
             with Vertical(id="main"):
                 yield Transcript(id="transcript")
+                yield PanelSummary(self.session.latency, id="summary")
                 yield StatusLine("", id="status")
                 yield CompletionList(id="completions")
+                yield SpeechBar(id="speech")
                 yield VoicePrompt(id="voice")
                 yield PromptInput(id="prompt")
-            with Vertical(id="side"):
-                yield LatencyPanel(self.session.latency, id="latency")
-                yield SystemPanel("PC1", id="system")
-                yield SystemPanel("PC2 node", id="system-node")
+            yield SidePanels(self.session.latency, node_enabled=self.tars.node.enabled, id="side")
         yield Footer()
 
     async def on_mount(self) -> None:
-        self.query_one("#side").display = self.session.config.ui.show_panels
+        self.set_class(not self.session.config.ui.show_panels, "-panels-hidden")
         self.node_label = self.tars.node.status().label
-        node_panel = self.query_one("#system-node", SystemPanel)
-        node_panel.display = self.tars.node.enabled
-        node_panel.show_unavailable("waiting for the node…")
+        self.panels.node_enabled = self.tars.node.enabled
+        self.panels.show_node(None)
+        self.panels.fit_width(self.size.width)
         self.query_one(PromptInput).focus()
         await self.render_conversation()
         self.ready = True
@@ -113,16 +132,15 @@ class ChatScreen(Screen[None]):
             self.say(text, style)
         self._early_notes.clear()
         self.set_status()
+        self.speech.prepare()
 
     def on_unmount(self) -> None:
         self.ready = False
+        self.speech.close()
 
     def show_system(self, reading: SystemReading) -> None:
-        if not self.ready:
-            return
-        # At exit the children can go before this screen's unmount: nothing to show.
-        with contextlib.suppress(NoMatches):
-            self.query_one("#system", SystemPanel).show(reading)
+        if self.ready:
+            self.panels.show_system(reading)
 
     # -- status and header ---------------------------------------------------
 
@@ -151,14 +169,7 @@ class ChatScreen(Screen[None]):
         self.node_label = status.label
         if not self.ready:
             return
-        with contextlib.suppress(NoMatches):  # at exit, as in show_system
-            panel = self.query_one("#system-node", SystemPanel)
-            if status.system is not None and status.state in ("local", "remote"):
-                panel.border_title = f"System · PC2 node ({status.state})"
-                panel.show(status.system)
-            else:
-                panel.show_unavailable(status.error or status.label)
-            self.query_one(LatencyPanel).refresh_figures()
+        self.panels.show_node(status)
         if not self.generating:
             self.set_status()
 
@@ -178,6 +189,7 @@ class ChatScreen(Screen[None]):
                     m.metrics,
                     cancelled=m.status == "cancelled",
                     error=(m.error or "failed") if m.status == "error" else None,
+                    interrupted=m.error if m.interrupted else None,
                 )
             else:
                 continue
@@ -251,6 +263,7 @@ class ChatScreen(Screen[None]):
         self.send(event.text)
 
     def send(self, text: str) -> None:
+        self.speech.stop()  # a new prompt silences the last reply at once
         if self.generating:
             self.notify(
                 "A reply is still streaming: wait, or press Esc to stop it.", severity="warning"
@@ -262,9 +275,17 @@ class ChatScreen(Screen[None]):
         self._reply = transcript.add_assistant()
         transcript.scroll_end(animate=False)
         self.generating = True
+        self._claim = self.session.model_gate.claim()
         self._user_text = text
         self._stop.clear()
+        self.speech.begin_reply()
         self.recall_then_generate(text)
+
+    def _end_turn(self) -> None:
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
+        self.generating = False
 
     @work(exclusive=True, group="recall", exit_on_error=False)
     async def recall_then_generate(self, text: str) -> None:
@@ -306,11 +327,14 @@ class ChatScreen(Screen[None]):
         try:
             result = self.session.run_turn(
                 text,
-                on_piece=batcher.add,
+                on_piece=self.speech.tee(batcher.add),  # spoken straight from this thread
                 should_stop=lambda: self._stop.is_set() or worker.is_cancelled,
                 context=context,
                 stages=stages,
             )
+        except ModelProcessDied as exc:
+            self.post_message(ReplyInterrupted(str(exc), batcher.drain()))
+            return
         except ModelError as exc:
             self.post_message(ReplyFailed(str(exc)))
             return
@@ -327,9 +351,10 @@ class ChatScreen(Screen[None]):
             await reply.finish(message.result.metrics, cancelled=message.result.cancelled)
         self._remember(message.result)
         # Last: the turn is over only once it is shown and remembered.
-        self.generating = False
-        self.query_one(LatencyPanel).refresh_figures()
+        self._end_turn()
+        self.refresh_figures()
         self.set_status()
+        self.talk.reply_finished(self.speech.end_reply())
 
     def _remember(self, result: TurnResult) -> None:
         """A complete exchange becomes a memory of the active project (via the outbox)."""
@@ -347,15 +372,26 @@ class ChatScreen(Screen[None]):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         # An unexpected failure of a turn (the app reports it) must not leave the
         # prompt thinking a reply is still streaming.
-        if event.worker.group == "llm" and event.state is WorkerState.ERROR:
+        if event.worker.group in ("recall", "llm") and event.state is WorkerState.ERROR:
             self.post_message(ReplyFailed(f"internal error: {event.worker.error!r}"))
 
     async def on_reply_failed(self, message: ReplyFailed) -> None:
         reply, self._reply = self._reply, None
         if reply is not None:
             await reply.finish(None, cancelled=False, error=message.error)
-        self.generating = False
+        self._end_turn()
         self.set_status()
+        self.talk.reply_finished(self.speech.end_reply())
+
+    async def on_reply_interrupted(self, message: ReplyInterrupted) -> None:
+        """The model's process died mid-reply: keep the text, marked (the app reloads)."""
+        reply, self._reply = self._reply, None
+        if reply is not None:
+            await reply.append(message.tail)
+            await reply.finish(None, cancelled=True, interrupted=message.error)
+        self._end_turn()
+        self.set_status()
+        self.talk.reply_finished(self.speech.end_reply())
 
     # -- completion ------------------------------------------------------------
 
@@ -391,13 +427,23 @@ class ChatScreen(Screen[None]):
     # -- actions -------------------------------------------------------------
 
     def action_cancel(self) -> None:
+        silenced = self.speech.stop()  # Esc stops speech at once, whatever else it does
+        if self.talk.loop.active:
+            self.talk.stop_hands_free()
+            return
         if self.query_one(VoicePrompt).is_open:
             voice = self.tars.voice
             if voice is not None:
                 voice.cancel()
-            self._close_voice()
+            self.close_voice()
             self.notify("Voice input discarded.", timeout=2)
             return
+        if self.generating:
+            self.stop_reply()
+        elif silenced:
+            self.notify("Speech stopped.", timeout=2)
+
+    def stop_reply(self) -> None:
         if self.generating:
             self._stop.set()
             self.set_status("stopping…")
@@ -405,19 +451,16 @@ class ChatScreen(Screen[None]):
     # -- voice ---------------------------------------------------------------
 
     def action_voice(self) -> None:
-        """The push-to-talk key: start listening, or stop and transcribe."""
-        voice = self.tars.voice
-        if voice is None:
-            self.say(f"Voice is unavailable: {self.tars.voice_error or 'still starting'}.", "error")
-            return
-        if voice.active:
-            voice.stop()
-            return
-        if voice.start():
-            self.query_one(VoicePrompt).open()
-            self.query_one(PromptInput).display = False
+        """The push-to-talk key: start listening, or stop and transcribe (tars_tui/talk.py)."""
+        self.talk.pressed()
 
     def on_voice(self, event: VoiceEvent) -> None:
+        # At exit a session's last events can come after the widgets have gone.
+        with contextlib.suppress(NoMatches):
+            if not self.talk.on_voice(event):  # hands-free takes its finals
+                self._show_voice(event)
+
+    def _show_voice(self, event: VoiceEvent) -> None:
         panel = self.query_one(VoicePrompt)
         if isinstance(event, LevelEvent):
             panel.show_level(event.dbfs)
@@ -429,20 +472,14 @@ class ChatScreen(Screen[None]):
         elif isinstance(event, FinalEvent):
             self._final_voice(event)
         elif isinstance(event, ErrorEvent):
-            self._close_voice()
+            self.close_voice()
             self.say(f"⚠ Voice: {event.message}", "error")
 
     def _final_voice(self, event: FinalEvent) -> None:
         if not self.query_one(VoicePrompt).is_open:
             return  # discarded with Esc while the final decode ran
-        self._close_voice()
-        if event.timings is not None:
-            self.session.latency.record("stt_ms", event.timings.end_to_final_s * 1000)
-            if event.timings.partial_interval_s is not None:
-                self.session.latency.record(
-                    "stt_partial_ms", event.timings.partial_interval_s * 1000
-                )
-            self.query_one(LatencyPanel).refresh_figures()
+        self.close_voice()
+        self.record_stt(event)
         if not event.text:
             self.notify("No speech heard.", severity="warning", timeout=3)
             return
@@ -453,15 +490,63 @@ class ChatScreen(Screen[None]):
         if self.session.config.voice.auto_send:
             prompt.action_submit()
 
-    def _close_voice(self) -> None:
+    def record_stt(self, event: FinalEvent) -> None:
+        if event.timings is not None:
+            self.session.latency.record("stt_ms", event.timings.end_to_final_s * 1000)
+            if event.timings.partial_interval_s is not None:
+                self.session.latency.record(
+                    "stt_partial_ms", event.timings.partial_interval_s * 1000
+                )
+            self.refresh_figures()
+
+    def close_voice(self) -> None:
         self.query_one(VoicePrompt).close()
         prompt = self.query_one(PromptInput)
         prompt.display = True
         prompt.focus()
 
+    # -- speech (tars_tui/speech_control.py) -----------------------------------
+
+    def on_speaker_opened(self, message: SpeakerOpened) -> None:
+        self.speech.opened(message)
+
+    def on_speech_event_posted(self, message: SpeechEventPosted) -> None:
+        with contextlib.suppress(NoMatches):  # at exit, as in on_voice
+            self.speech.on_event(message.event)
+
+    def on_speech_level_posted(self, message: SpeechLevelPosted) -> None:
+        with contextlib.suppress(NoMatches):
+            self.speech.on_level(message.dbfs)
+
+    def set_speaking(self, on: bool | None) -> None:
+        self.speech.set_enabled(on)
+
+    def toggle_hands_free(self) -> None:
+        if self.talk.loop.active:
+            self.talk.stop_hands_free()
+        else:
+            self.talk.start_hands_free()
+
+    def action_toggle_speech(self) -> None:
+        self.set_speaking(None)
+
+    def action_hands_free(self) -> None:
+        self.toggle_hands_free()
+
+    # -- panels: a side column when there is room, else a line and an overlay --
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.panels.fit_width(event.size.width)
+
+    @property
+    def narrow(self) -> bool:
+        return self.panels.narrow
+
+    def refresh_figures(self) -> None:
+        self.panels.refresh()
+
     def action_toggle_panels(self) -> None:
-        side = self.query_one("#side")
-        side.display = not side.display
+        self.panels.toggle()
 
     def action_new_chat(self) -> None:
         commands.dispatch(self, "/new")

@@ -21,11 +21,11 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Label, Markdown, Select
 
 from memory.memory_store import MemoryRecord
-from memory.project_store import llm_summarizer
 from memory.retrieval import SEARCH_MODES, SearchMode
 from memory.semantic import MEMORY_KINDS
 from memory.service import Memory
-from tars_tui.commands_memory import open_at_message, switch_project
+from tars_assistant.model_gate import yielding_summarizer
+from tars_tui.commands.memory import open_at_message, switch_project
 from tars_tui.memory_views import (
     IngestView,
     MemoryHost,
@@ -311,7 +311,8 @@ def push_memory_view(host: ScreenHost, view: View) -> bool:
             else:
                 host.reload_view()  # a rename shows in the header
 
-        summarizer = llm_summarizer(session.engine, memory.config.summary_tokens)
+        tokens = memory.config.summary_tokens
+        summarizer = yielding_summarizer(session.engine, session.model_gate, tokens)
         app.push_screen(ProjectsScreen(memory, session.project_id, summarizer), switched)
     elif isinstance(view, IngestView):
 

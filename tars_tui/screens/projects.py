@@ -20,6 +20,7 @@ from textual.widgets import DataTable, Footer, Input, Label, Markdown
 
 from memory.project_store import ProjectError, ProjectInfo, Summarizer
 from memory.service import Memory
+from tars_assistant.model_gate import GateClosed
 from tars_tui.memory_views import project_details, when
 
 Editing = Literal["new", "rename"]
@@ -210,6 +211,8 @@ class ProjectsScreen(ModalScreen[int | None]):
         assert self.summarizer is not None
         try:
             await asyncio.to_thread(self.memory.projects.summarize, project_id, self.summarizer)
+        except GateClosed:
+            return  # the app is exiting
         except ProjectError as exc:
             self.hint(f"⚠ {exc}")
             return

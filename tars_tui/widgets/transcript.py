@@ -66,17 +66,25 @@ class AssistantMessage(Vertical):
         await self._stream.write(fragment)
 
     async def finish(
-        self, metrics: ReplyMetrics | None, *, cancelled: bool, error: str | None = None
+        self,
+        metrics: ReplyMetrics | None,
+        *,
+        cancelled: bool,
+        error: str | None = None,
+        interrupted: str | None = None,
     ) -> None:
+        """``interrupted``: what cut the reply off (not the user); its text is kept."""
         if self._stream is not None:
             await self._stream.stop()
             self._stream = None
         if not self.text.strip() and not error:
             await self.body.update("*(no text)*")
-        self.set_class(cancelled, "-cancelled")
+        self.set_class(cancelled or interrupted is not None, "-cancelled")
         if error:
             self.add_class("-error")
             self.meta.update(f"⚠ {error}")
+        elif interrupted is not None:
+            self.meta.update(f"⏹ interrupted: {interrupted}")
         else:
             self.meta.update(metrics_line(metrics, cancelled=cancelled))
 

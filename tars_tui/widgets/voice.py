@@ -1,4 +1,5 @@
-"""Push-to-talk in the prompt: state, level meter and the live transcript.
+"""Push-to-talk in the prompt: state, level meter and the live transcript; and the
+speech bar beside it: TARS speaking (with its output level) and the hands-free phase.
 
 While listening, this takes the prompt's place: committed words in the normal
 style, tentative ones dim and italic (they may still change), the state and an
@@ -10,7 +11,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from tars_tui.voice.events import VoiceState
+from tars_assistant.voice.events import VoiceState
 
 METER = "▁▂▃▄▅▆▇█"
 FLOOR_DB = -60.0
@@ -42,6 +43,7 @@ class VoicePrompt(Static):
         self.committed = ""
         self.tentative = ""
         self.dbfs = FLOOR_DB
+        self.hint = "Esc discards"  # how to finish: toggle or hold (tars_tui/talk.py)
 
     def open(self) -> None:
         self.committed = self.tentative = ""
@@ -72,7 +74,7 @@ class VoicePrompt(Static):
 
     def _refresh_border(self) -> None:
         self.border_title = f"🎤 {self.state.value}"
-        self.border_subtitle = f"{level_meter(self.dbfs)} {self.dbfs:4.0f} dBFS · Esc discards"
+        self.border_subtitle = f"{level_meter(self.dbfs)} {self.dbfs:4.0f} dBFS · {self.hint}"
 
     def _refresh_text(self) -> None:
         text = Text(self.committed)
@@ -86,3 +88,48 @@ class VoicePrompt(Static):
                 style="dim",
             )
         self.update(text)
+
+
+class SpeechBar(Static):
+    """One line under the transcript: "🔊 speaking" with the output level while TARS
+    talks, and the hands-free phase while a conversation runs; hidden otherwise."""
+
+    DEFAULT_CSS = """
+    SpeechBar { height: 1; padding: 0 1; display: none; color: $text-muted; }
+    SpeechBar.-shown { display: block; }
+    SpeechBar.-speaking { color: $accent; }
+    """
+
+    def __init__(self, id: str | None = None) -> None:
+        super().__init__("", id=id)
+        self.speaking = False
+        self.dbfs = FLOOR_DB
+        self.phase: str | None = None  # hands-free phase, None when not in a conversation
+        self.hint = ""
+
+    def show_speaking(self, speaking: bool) -> None:
+        self.speaking = speaking
+        if not speaking:
+            self.dbfs = FLOOR_DB
+        self._refresh()
+
+    def show_level(self, dbfs: float) -> None:
+        self.dbfs = dbfs
+        if self.speaking:
+            self._refresh()
+
+    def show_phase(self, phase: str | None, hint: str) -> None:
+        self.phase, self.hint = phase, hint
+        self._refresh()
+
+    def _refresh(self) -> None:
+        parts = []
+        if self.phase is not None:
+            parts.append(f"🗣 hands-free: {self.phase}")
+        if self.speaking:
+            parts.append(f"🔊 speaking {level_meter(self.dbfs)} · Esc stops")
+        elif self.phase is not None and self.hint:
+            parts.append(self.hint)
+        self.set_class(bool(parts), "-shown")
+        self.set_class(self.speaking, "-speaking")
+        self.update("  ·  ".join(parts))

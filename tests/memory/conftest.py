@@ -20,14 +20,14 @@ import pytest
 
 from memory.conversation_store import Conversation, ConversationStore
 from memory.service import Memory
-from memory.settings import MemoryConfig
 from node_daemon.client import NodeClient
 from node_daemon.local import LocalNode
+from tars_assistant.llm import LLMEngine
+from tars_assistant.session import ChatSession
+from tars_core.config import Config, load_config
+from tars_core.settings.memory import MemoryConfig
 from tars_tui.commands import Style
-from tars_tui.commands_memory import View
-from tars_tui.config import Config, load_config
-from tars_tui.llm import LLMEngine
-from tars_tui.session import ChatSession
+from tars_tui.commands.memory import View
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,9 @@ import pytest
 
 from memory.conversation_store import ConversationStore
 from memory.service import Memory
+from tars_assistant.session import ChatSession
 from tars_tui import commands
-from tars_tui.commands_memory import MemoryView, MessageHitsView, ProjectsView
-from tars_tui.session import ChatSession
+from tars_tui.commands.memory import MemoryView, MessageHitsView, ProjectsView
 
 from .conftest import Host
 

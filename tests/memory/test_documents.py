@@ -8,9 +8,9 @@ import pytest
 
 from memory.documents import Progress
 from memory.service import Memory
+from tars_assistant.session import ChatSession
 from tars_tui import commands
-from tars_tui.commands_memory import IngestView
-from tars_tui.session import ChatSession
+from tars_tui.commands.memory import IngestView
 
 from .conftest import Host
 from .pdf import make_pdf

@@ -9,14 +9,15 @@ import time
 import pytest
 
 from memory.conversation_store import ConversationStore
-from memory.jobs import jobs_main, run_jobs
+from memory.jobs import run_jobs
 from memory.project_store import llm_summarizer
 from memory.service import Memory
 from node_daemon.local import LocalNode
+from tars_assistant.jobs import jobs_main
+from tars_assistant.llm import LLMEngine
+from tars_assistant.session import ChatSession
+from tars_core.config import Config
 from tars_tui import commands
-from tars_tui.config import Config
-from tars_tui.llm import LLMEngine
-from tars_tui.session import ChatSession
 
 from .conftest import Host
 

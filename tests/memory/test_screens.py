@@ -16,8 +16,9 @@ from textual.widgets import DataTable, Input, Label, Markdown, OptionList, Progr
 
 from memory.conversation_store import Conversation
 from memory.service import Memory
+from tars_assistant.session import ChatSession
 from tars_tui.commands import Style
-from tars_tui.commands_memory import (
+from tars_tui.commands.memory import (
     IngestView,
     MessageHit,
     MessageHitsView,
@@ -28,7 +29,6 @@ from tars_tui.screens.history_search import HistorySearchScreen
 from tars_tui.screens.ingest import IngestScreen
 from tars_tui.screens.memory import MemoryScreen, push_memory_view
 from tars_tui.screens.projects import ProjectsScreen
-from tars_tui.session import ChatSession
 
 from .pdf import make_pdf
 

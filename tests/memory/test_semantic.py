@@ -13,11 +13,11 @@ from memory.context import context_budget
 from memory.conversation_store import ConversationStore
 from memory.loop import LoopThread
 from memory.service import Memory
-from memory.settings import MemoryConfig
 from node_daemon.client import NodeClient
 from node_daemon.local import LocalNode
-from tars_tui.llm import LLMEngine
-from tars_tui.session import ChatSession
+from tars_assistant.llm import LLMEngine
+from tars_assistant.session import ChatSession
+from tars_core.settings.memory import MemoryConfig
 
 pytestmark = pytest.mark.slow
 

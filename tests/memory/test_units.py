@@ -15,7 +15,7 @@ from memory.conversation_store import ConversationStore
 from memory.documents import UnreadableFile, collect_files, file_text
 from memory.memory_store import MemoryStore
 from memory.outbox import _next_batch
-from memory.settings import TEXT_SUFFIXES
+from tars_core.settings.memory import TEXT_SUFFIXES
 
 from .pdf import make_pdf
 

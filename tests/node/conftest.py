@@ -68,11 +68,14 @@ def spawn(
     home: Path,
     args: tuple[str, ...] = (),
     bind: str = "tcp://127.0.0.1:*",
+    files_dir: Path | None = None,
 ) -> Daemon:
-    """Start `tars-node serve`; returns once it listens (see ``wait_ready``)."""
+    """Start `tars-node serve`; returns once it listens (see ``wait_ready``). Its
+    endpoint file and stderr go to ``files_dir`` (default: the data directory)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    endpoint_file = data_dir / f".endpoint-{time.monotonic_ns()}"
-    stderr_path = data_dir / f"stderr-{time.monotonic_ns()}.log"
+    files = files_dir or data_dir
+    endpoint_file = files / f".endpoint-{time.monotonic_ns()}"
+    stderr_path = files / f"stderr-{time.monotonic_ns()}.log"
     cmd = [
         sys.executable,
         "-m",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
-from tars_tui.config import Config, load_config
+from tars_core.config import Config, load_config
 
 
 @pytest.fixture

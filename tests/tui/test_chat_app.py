@@ -10,9 +10,10 @@ import pytest
 from textual.widgets import OptionList
 
 from memory.conversation_store import DEFAULT_PROJECT_NAME, ConversationStore
+from tars_assistant import model_memory
+from tars_assistant.llm_process import ProcessEngine
+from tars_core.config import Config
 from tars_tui.app import TarsApp, make_app
-from tars_tui.config import Config
-from tars_tui.llm_process import ProcessEngine
 from tars_tui.messages import ReplyChunk
 from tars_tui.screens.chat import ChatScreen, StatusLine
 from tars_tui.screens.history import HistoryScreen
@@ -65,7 +66,8 @@ async def test_question_streams_a_reply_that_is_stored(config: Config) -> None:
         replies = list(screen.query(AssistantMessage))
         assert [str(u.render()) for u in users] == ["What is a cat?"]
         assert len(replies) == 1 and replies[0].text.strip()
-        chunks = [m for m in messages if isinstance(m, ReplyChunk)]
+        # A chunk bubbles from the screen to the app: the hook sees it at each.
+        chunks = list({id(m): m for m in messages if isinstance(m, ReplyChunk)}.values())
         assert chunks, "tokens arrive as batched chunks"
         assert "TTFT" in str(replies[0].meta.render())
         stored = app.store.messages(app.session.conversation.id)  # type: ignore[union-attr]
@@ -181,7 +183,9 @@ async def test_slash_commands_new_history_export_unknown(
         assert any("Usage: /history" in t for t in texts)
 
 
-async def test_model_with_a_bad_path_answers_with_usage(config: Config, tmp_path: Path) -> None:
+async def test_model_with_a_bad_path_answers_with_usage(
+    config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "fake.gguf").write_text("not a model")
     app = make_app(config)
     async with app.run_test(size=SIZE) as pilot:
@@ -198,6 +202,14 @@ async def test_model_with_a_bad_path_answers_with_usage(config: Config, tmp_path
         await pilot.pause()
         listing = list(chat(app).query(MarkdownNote))[-1]
         assert "SmolLM2-135M-Instruct.Q4_1.gguf" in listing.source
+        assert f"needs at n_ctx {config.llm.n_ctx}" in listing.source and "MiB" in listing.source
+        # A machine with 64 MiB free: switching is refused up front, saying what is missing.
+        tight = model_memory.FreeMemory(ram_bytes=64 * 2**20, vram_bytes=None)
+        monkeypatch.setattr(model_memory, "free_memory", lambda: tight)
+        await send(pilot, f"/model {before}")
+        await pilot.pause()
+        assert any("Usage: /model" in t and "MiB missing" in t for t in notes(app))
+        assert app.engine.model_path == before and app.engine.is_ready
 
 
 async def test_help_lists_the_registry_and_completion_offers_commands(config: Config) -> None:

@@ -8,8 +8,8 @@ import socket
 
 import pytest
 
+from tars_core.config import Config
 from tars_tui.app import TarsApp, make_app
-from tars_tui.config import Config
 from tars_tui.widgets.transcript import AssistantMessage, Note, Remembered
 
 from .conftest import type_text, wait_until

@@ -11,8 +11,8 @@ import psutil
 import pytest
 
 from node_daemon.local import LocalNode
+from tars_core.config import Config
 from tars_tui.app import make_app
-from tars_tui.config import Config
 from tars_tui.widgets.panels import SystemPanel
 from tars_tui.widgets.transcript import AssistantMessage, Note
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from node_daemon.sysinfo import GpuReading, SystemReading, snapshot
+from tars_core.config import Config
 from tars_tui.app import make_app
-from tars_tui.config import Config
 from tars_tui.widgets.panels import LatencyPanel, SystemPanel, describe_reading
 
 from .conftest import wait_until

@@ -13,7 +13,7 @@ from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
 from memory.conversation_store import ConversationStore
-from tars_tui.config import Config
+from tars_core.config import Config
 from tars_tui.plain import run_plain
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from tars_tui.voice import synth
-from tars_tui.voice.capture import Frame
-from tars_tui.voice.settings import VoiceConfig
-from tars_tui.voice.stt import WhisperEngine
+from tars_assistant.voice import synth
+from tars_assistant.voice.capture import Frame
+from tars_assistant.voice.stt import WhisperEngine
+from tars_core.settings.voice import VoiceConfig
 from tests.voice.support import SENTENCES, SpokenClip
 
 

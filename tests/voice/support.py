@@ -10,9 +10,9 @@ from typing import TypeVar
 
 import numpy as np
 
-from tars_tui.voice import synth
-from tars_tui.voice.capture import ArraySource, Frame
-from tars_tui.voice.events import VoiceEvent
+from tars_assistant.voice import synth
+from tars_assistant.voice.capture import ArraySource, Frame
+from tars_assistant.voice.events import VoiceEvent
 
 T = TypeVar("T")
 

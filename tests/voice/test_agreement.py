@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tars_tui.voice.agreement import LocalAgreement, cut_loop, normalise
-from tars_tui.voice.synth import word_error_rate, word_errors
+from tars_assistant.voice.agreement import LocalAgreement, cut_loop, normalise
+from tars_assistant.voice.synth import word_error_rate, word_errors
 
 
 def test_words_two_hypotheses_agree_on_are_committed() -> None:

@@ -15,8 +15,8 @@ import av
 import numpy as np
 import pytest
 
-from tars_tui.voice import synth
-from tars_tui.voice.capture import (
+from tars_assistant.voice import synth
+from tars_assistant.voice.capture import (
     FRAME_SAMPLES,
     ArraySource,
     AudioFileError,
@@ -27,8 +27,8 @@ from tars_tui.voice.capture import (
     frame_dbfs,
     list_input_devices,
 )
-from tars_tui.voice.commands import devices_report, voice_problems
-from tars_tui.voice.settings import VoiceConfig
+from tars_assistant.voice.commands import devices_report, voice_problems
+from tars_core.settings.voice import VoiceConfig
 
 
 def write_mp3(path: Path, samples: Frame, rate: int) -> Path:

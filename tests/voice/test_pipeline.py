@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tars_tui.voice import synth
-from tars_tui.voice.capture import FRAME_S, AudioFileError, Frame
-from tars_tui.voice.commands import transcribe_file
-from tars_tui.voice.events import FinalEvent, PartialEvent, StateEvent, VoiceState
-from tars_tui.voice.pipeline import Pipeline
-from tars_tui.voice.settings import VoiceConfig
-from tars_tui.voice.stt import WhisperEngine
+from tars_assistant.voice import synth
+from tars_assistant.voice.capture import FRAME_S, AudioFileError, Frame
+from tars_assistant.voice.commands import transcribe_file
+from tars_assistant.voice.events import FinalEvent, PartialEvent, StateEvent, VoiceState
+from tars_assistant.voice.pipeline import Pipeline
+from tars_assistant.voice.stt import WhisperEngine
+from tars_core.settings.voice import VoiceConfig
 from tests.voice.support import CountingSource, Recorder, SpokenClip, silence
 
 pytestmark = [pytest.mark.slow, pytest.mark.audio]

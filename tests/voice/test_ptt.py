@@ -14,9 +14,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from tars_tui.voice import synth
-from tars_tui.voice.capture import Frame, MicrophoneSource, VoiceUnavailable
-from tars_tui.voice.events import (
+from tars_assistant.voice import synth
+from tars_assistant.voice.capture import Frame, MicrophoneSource, VoiceUnavailable
+from tars_assistant.voice.events import (
     ErrorEvent,
     FinalEvent,
     LevelEvent,
@@ -24,9 +24,9 @@ from tars_tui.voice.events import (
     StateEvent,
     VoiceState,
 )
-from tars_tui.voice.ptt import PushToTalk
-from tars_tui.voice.settings import VoiceConfig
-from tars_tui.voice.stt import Decoded, WhisperEngine
+from tars_assistant.voice.ptt import PushToTalk
+from tars_assistant.voice.stt import Decoded, WhisperEngine
+from tars_core.settings.voice import VoiceConfig
 from tests.voice.support import CountingSource, Recorder, SpokenClip, silence
 
 pytestmark = [pytest.mark.slow, pytest.mark.audio]

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tars_tui.voice import synth
-from tars_tui.voice.capture import Frame, VoiceUnavailable
-from tars_tui.voice.settings import VoiceConfig
-from tars_tui.voice.stt import Hypothesis, WhisperEngine, guard, near_silent
+from tars_assistant.voice import synth
+from tars_assistant.voice.capture import Frame, VoiceUnavailable
+from tars_assistant.voice.stt import Hypothesis, WhisperEngine, guard, near_silent
+from tars_core.settings.voice import VoiceConfig
 from tests.voice.support import silence
 
 pytestmark = pytest.mark.slow

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from tars_tui.voice import synth
-from tars_tui.voice.capture import FRAME_S, FRAME_SAMPLES, Frame
-from tars_tui.voice.settings import VoiceConfig
-from tars_tui.voice.vad import GateStep, VadGate
+from tars_assistant.voice import synth
+from tars_assistant.voice.capture import FRAME_S, FRAME_SAMPLES, Frame
+from tars_assistant.voice.vad import GateStep, VadGate
+from tars_core.settings.voice import VoiceConfig
 from tests.voice.support import SpokenClip, silence
 
 pytestmark = pytest.mark.audio

@@ -1,0 +1,1 @@
+"""`tars serve`: the assistant over an OpenAI-compatible HTTP API and a WebSocket."""

@@ -1,0 +1,1 @@
+"""The config sections, one module each, declared as frozen dataclasses."""
