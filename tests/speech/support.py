@@ -44,10 +44,15 @@ def _ordinal(words: str) -> str:
     return f"{head} {last}".strip()
 
 
+_TITLES = {"Dr": "doctor", "Mr": "mister", "Mrs": "missus", "Ms": "miz"}
+
+
 def spoken_form(text: str) -> str:
     """Text as words to compare: numbers, ordinals and % spelled out, then normalised,
     so "21" and "twenty-one", or "85%" and "85 percent", count as the same words."""
     text = text.replace("%", " percent ").replace("&", " and ").replace("-", " ")
+    # Titles are read out in full ("Dr." is spoken "doctor"): compare them so.
+    text = re.sub(r"\b(Dr|Mr|Mrs|Ms)\.", lambda m: _TITLES[m.group(1)], text)
 
     def spell(match: re.Match[str]) -> str:
         words = number_words(int(match.group(1).replace(",", "")))

@@ -56,4 +56,5 @@ def test_whisper_understands_what_tars_says(
         pairs.append((spoken_form(reply), spoken_form(heard)))
     wer = synth.word_error_rate(pairs)
     report = "\n".join(f"  said {r!r}\n  heard {h!r}" for r, h in pairs)
+    print(f"round-trip WER {wer:.1%}")
     assert wer <= 0.10, f"WER {wer:.1%}:\n{report}"
