@@ -1,26 +1,27 @@
 """Which build each PC1 part runs: llama.cpp's backend and Whisper's device.
 
 Shown by `tars doctor` and on the PC1 panel (the node reports its embeddings
-build itself). Reading them loads llama.cpp's and CTranslate2's libraries: call
-from a worker thread, once.
+build itself). Whisper's device under ``device = "auto"`` loads CTranslate2's
+library: call from a worker thread, once.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 
+from tars_assistant.model_memory import gpu_build
 from tars_core.settings.llm import LLMConfig
 from tars_core.settings.voice import VoiceConfig
 
 
 def llama_build(config: LLMConfig) -> tuple[str, bool]:
-    """("CUDA, all layers on the GPU", True) or ("CPU", True); False when unusable."""
-    try:
-        import llama_cpp
-    except ImportError as exc:
-        return f"not installed ({exc})", False
-    gpu = bool(llama_cpp.llama_supports_gpu_offload())
-    if not gpu:
+    """("GPU offload build, all layers on the GPU", True) or ("CPU", True); False when
+    unusable. Read from llama.cpp's library files, not by importing it: the TUI's own
+    process never loads llama.cpp (its child does), nor a GPU runtime with it."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        return "not installed (run make)", False
+    if not gpu_build():
         if config.n_gpu_layers:
             return "CPU build, but [llm] n_gpu_layers asks for the GPU (see doctor)", False
         return "CPU", True
