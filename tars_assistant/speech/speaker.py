@@ -13,9 +13,9 @@
 
 ``feed`` cuts the text into sentences as it arrives (:mod:`.sentences`); each
 completed sentence goes to the synthesis thread (Piper), whose audio goes to the
-playback thread (the sink), so sentence *n+1* is synthesised while *n* plays and
-the first audio is ready as soon as the first sentence is complete, not when the
-reply ends. Text fed after ``end()`` (or after ``stop()``) starts a new reply,
+playback thread (the sink) chunk by chunk as it is decoded, so sentence *n+1* is
+synthesised while *n* plays and the first audio is ready a few tens of
+milliseconds after the first sentence is complete, not when the reply ends. Text fed after ``end()`` (or after ``stop()``) starts a new reply,
 which is spoken after the current one; a new prompt should call ``stop()`` first.
 
 ``stop()`` returns once the sink is silent: it drops every queued sentence and
@@ -38,6 +38,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -54,7 +55,7 @@ from tars_assistant.speech.events import (
     SpeechStarted,
     SpeechUnavailable,
 )
-from tars_assistant.speech.piper import PiperEngine, Synthesis, SynthesisCancelled
+from tars_assistant.speech.piper import PiperEngine, SynthesisCancelled
 from tars_assistant.speech.sentences import Sentence, SentenceSplitter
 from tars_assistant.speech.sinks import AudioSink, Block, open_sink
 from tars_assistant.voice.capture import frame_dbfs
@@ -204,7 +205,7 @@ class Speaker:
             self._feeding = None
             self._splitter.reset()
             stopped = [r for r in self._active.values() if not r.finished]
-        self.engine.cancel()
+        self.engine.cancel(owner=self)
         self.sink.stop()
         for reply in stopped:
             self._finish(reply, stopped=True)
@@ -280,37 +281,35 @@ class Speaker:
                 self._play_q.put(item)
                 continue
             try:
-                audio = self._synthesize(item.sentence.text, reply)
+                self._speak_unit(item.sentence, reply, item.ready_at)
             except SynthesisCancelled:
                 continue
             except Exception as exc:  # a voice that fails must not kill the thread
                 self._fail(reply, exc)
-                continue
-            done = time.monotonic()
-            with self._lock:
-                if self._dropped(reply):
-                    continue
-                reply.synthesis_s += audio.compute_s
-                reply.audio_s += audio.audio_s
-                reply.units += 1
-                if reply.first_audio_at is None:
-                    reply.first_audio_at = done
-                    reply.first_unit_audio_s = audio.audio_s
-            samples = audio.int16()
-            if item.sentence.final:
-                pause = np.zeros(round(SENTENCE_PAUSE_S * audio.sample_rate), dtype=np.int16)
-                samples = np.concatenate((samples, pause))
-            self._play_q.put(_Item(reply, item.sentence, item.ready_at, samples))
 
-    def _synthesize(self, text: str, reply: _Reply) -> Synthesis:
+    def _speak_unit(self, sentence: Sentence, reply: _Reply, ready_at: float) -> None:
+        """Synthesise one unit, handing each decoded chunk to playback as it comes."""
         stopped = partial(self._dropped, reply)
-        try:
-            return self.engine.synthesize(text, stopped)
-        except SynthesisCancelled:
-            if stopped():
-                raise
-            # Another speaker sharing the engine stopped: this sentence is still wanted.
-            return self.engine.synthesize(text, stopped)
+        with closing(self.engine.stream(sentence.text, stopped, owner=self)) as chunks:
+            rate = 0
+            for chunk in chunks:
+                done = time.monotonic()
+                with self._lock:
+                    if self._dropped(reply):
+                        return
+                    reply.synthesis_s += chunk.compute_s
+                    reply.audio_s += chunk.audio_s
+                    if reply.first_audio_at is None:
+                        reply.first_audio_at = done
+                    if reply.units == 0:  # still the first unit
+                        reply.first_unit_audio_s = (reply.first_unit_audio_s or 0) + chunk.audio_s
+                rate = chunk.sample_rate
+                self._play_q.put(_Item(reply, sentence, ready_at, chunk.int16()))
+        with self._lock:
+            reply.units += 1
+        if sentence.final and rate:
+            pause = np.zeros(round(SENTENCE_PAUSE_S * rate), dtype=np.int16)
+            self._play_q.put(_Item(reply, sentence, ready_at, pause))
 
     def _play_loop(self) -> None:
         while (item := self._play_q.get()) is not None:

@@ -73,6 +73,10 @@ def test_the_bundled_voice_is_found_without_importing_its_package() -> None:
     assert out.stdout.split() == ["False", "en_US-joe-medium", "True", "True"]
 
 
+def rms(samples: Any) -> float:
+    return float((samples.astype("float64") ** 2).mean() ** 0.5)
+
+
 def test_any_piper_voice_file_can_replace_the_bundled_one(
     tmp_path: Path, piper: PiperEngine
 ) -> None:
@@ -85,7 +89,10 @@ def test_any_piper_voice_file_can_replace_the_bundled_one(
     normal = piper.synthesize("Testing my own voice.")
     assert engine.files is not None and engine.files.name == "mine"
     assert audio.audio_s > normal.audio_s * 1.25  # slower
-    assert abs(audio.samples).max() == pytest.approx(0.5, abs=0.01)  # normalised, then halved
+    # The voice's level is measured once at load; volume scales it.
+    assert abs(normal.samples).max() > 0.3
+    assert 0.3 < rms(audio.samples) / rms(normal.samples) < 0.7
+    assert abs(audio.samples).max() < 0.5  # half of full scale: nothing was clipped
 
 
 @pytest.mark.parametrize(
