@@ -1,9 +1,13 @@
 """The headless app streaming a 512-token reply, against the engine alone.
 
-Measured side by side in one run (interleaved rounds, same model, same prompt,
-EOS banned so every reply is exactly --tokens long):
+Measured side by side in one run (rounds of alone, UI, UI, alone; same model,
+same prompt, EOS banned so every reply is exactly --tokens long):
 - tokens/s end to end through the UI (Enter -> last chunk rendered) vs the engine
-  alone (call -> last token), goal ratio >= 0.95;
+  alone (call -> last token), each UI reply against the engine-alone reply beside
+  it; the figure is the median of those pairs, goal >= 0.95. Two baselines:
+  llama.cpp in this process (the bare engine), and the UI's own engine (llama.cpp
+  in its child process) driven with no UI. Beside them, the engine's own decode
+  speed: whether the UI slows the engine or only adds its own time;
 - event-loop lag during streaming (a 10 ms ticker's overshoot), goal p99 <= 50 ms;
 - start -> first frame, next to the model's load time (the frame must not wait).
 Prints one JSON object.
@@ -75,53 +79,61 @@ def time_storage(store: object) -> dict[str, float]:
     return totals
 
 
-def engine_alone(engine: LLMEngine, system: str) -> tuple[float, int]:
-    reply = Reply()
-    t0 = time.perf_counter()
-    for _ in engine.stream(system, [ChatMessage(role="user", content=PROMPT)], reply=reply):
-        pass
-    assert reply.metrics is not None and reply.metrics.completion_tokens
-    return time.perf_counter() - t0, reply.metrics.completion_tokens
-
-
-def engine_alone_timed(engine: LLMEngine, system: str) -> tuple[float, int, float]:
-    """As engine_alone, and the time to the first token."""
+def engine_alone_timed(engine: Engine, system: str) -> dict[str, float]:
+    """One reply from the engine alone: call -> last token, first token, its metrics."""
     reply = Reply()
     first = 0.0
     t0 = time.perf_counter()
     for _ in engine.stream(system, [ChatMessage(role="user", content=PROMPT)], reply=reply):
         if not first:
             first = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
     assert reply.metrics is not None and reply.metrics.completion_tokens
-    return time.perf_counter() - t0, reply.metrics.completion_tokens, first
+    tokens = reply.metrics.completion_tokens
+    return {
+        "tokens": float(tokens),
+        "tokens_per_s": tokens / seconds,
+        "first_token_s": first,
+        "decode_tokens_per_s": reply.metrics.tokens_per_s or 0.0,
+    }
 
 
-async def through_ui(config: Config, engine: Engine) -> dict[str, float]:
-    chunks = 0
-    done = asyncio.Event()
-    t_end = 0.0
+class RunningApp:
+    """One headless TARS app for every UI round, kept open as a user keeps it: each
+    reply is sent (as after /new) to an app that is already up, so the reply's time
+    holds the reply's work, not the app's start (first_frame() times that)."""
 
-    first_chunk_at: list[float] = []
+    def __init__(self, config: Config, engine: Engine):
+        self.app = make_app(config, engine=engine)
+        self.storage = time_storage(self.app.store)
+        self.pilot: Any = None
+        self._chunks = 0
+        self._first_chunk_at = 0.0
+        self._finished: list[tuple[ReplyFinished, float]] = []
+        self._done = asyncio.Event()
 
-    def hook(message: object) -> None:
-        nonlocal chunks, t_end
+    def hook(self, message: object) -> None:
         if isinstance(message, ReplyChunk):
-            chunks += 1
-            if not first_chunk_at:
-                first_chunk_at.append(time.perf_counter())
-        elif isinstance(message, ReplyFinished):
-            t_end = time.perf_counter()
-            done.set()
+            self._chunks += 1
+            self._first_chunk_at = self._first_chunk_at or time.perf_counter()
+        elif isinstance(message, ReplyFinished) and not self._finished:
+            self._finished.append((message, time.perf_counter()))
+            self._done.set()
 
-    app = make_app(config, engine=engine)
-    storage = time_storage(app.store)
-    lags: list[float] = []
-    async with app.run_test(size=(120, 40), message_hook=hook) as pilot:
-        assert app.chat is not None
+    async def reply(self) -> dict[str, float]:
+        app, pilot = self.app, self.pilot
+        assert app.chat is not None and pilot is not None
         app.chat.session.new_conversation()
+        app.chat.reload_view()
+        await pilot.pause()
+        self._chunks, self._first_chunk_at = 0, 0.0
+        self._finished.clear()
+        self._done.clear()
+        storage_before = dict(self.storage)
+        lags: list[float] = []
 
         async def ticker() -> None:
-            while not done.is_set():
+            while not self._done.is_set():
                 t = time.perf_counter()
                 await asyncio.sleep(TICK_S)
                 lags.append((time.perf_counter() - t - TICK_S) * 1000)
@@ -129,27 +141,30 @@ async def through_ui(config: Config, engine: Engine) -> dict[str, float]:
         tick = asyncio.create_task(ticker())
         t0 = time.perf_counter()
         app.chat.send(PROMPT)
-        await asyncio.wait_for(done.wait(), 600)
+        await asyncio.wait_for(self._done.wait(), 600)
         await pilot.pause()  # the final chunk is rendered
         t_rendered = time.perf_counter()
-        first_chunk = first_chunk_at[0] if first_chunk_at else t_rendered
         await tick
-        reply = app.chat.query("AssistantMessage").last()
-        text_len = len(getattr(reply, "text", ""))
-    assert t_end
-    lags.sort()
-    return {
-        "seconds": t_rendered - t0,
-        "chunks": chunks,
-        "text_chars": text_len,
-        "first_chunk_s": first_chunk - t0,
-        "finish_to_rendered_ms": (t_rendered - t_end) * 1000,
-        "storage_ms": storage["ms"],
-        "storage_calls": storage["calls"],
-        "lag_p50_ms": lags[len(lags) // 2],
-        "lag_p99_ms": lags[min(len(lags) - 1, int(len(lags) * 0.99))],
-        "lag_max_ms": lags[-1],
-    }
+        finished, t_end = self._finished[0]
+        metrics = finished.result.metrics
+        assert metrics is not None
+        lags.sort()
+        return {
+            # The engine's own view of the reply (in its child process): decode speed
+            # from its first token to its last, time to its first token, prompt size.
+            "decode_tokens_per_s": metrics.tokens_per_s or 0.0,
+            "engine_ttft_ms": metrics.ttft_ms or 0.0,
+            "prompt_tokens": float(metrics.prompt_tokens or 0),
+            "seconds": t_rendered - t0,
+            "chunks": self._chunks,
+            "first_chunk_s": (self._first_chunk_at or t_rendered) - t0,
+            "finish_to_rendered_ms": (t_rendered - t_end) * 1000,
+            "storage_ms": self.storage["ms"] - storage_before["ms"],
+            "storage_calls": self.storage["calls"] - storage_before["calls"],
+            "lag_p50_ms": lags[len(lags) // 2],
+            "lag_p99_ms": lags[min(len(lags) - 1, int(len(lags) * 0.99))],
+            "lag_max_ms": lags[-1],
+        }
 
 
 async def first_frame(config: Config) -> dict[str, float]:
@@ -176,6 +191,33 @@ async def first_frame(config: Config) -> dict[str, float]:
     }
 
 
+async def rounds(
+    args: argparse.Namespace,
+    engine: LLMEngine,
+    process_engine: ProcessEngine,
+    running: RunningApp,
+    system: str,
+) -> dict[str, Any]:
+    """Rounds of in-process alone, child-process alone, UI, UI, child alone, in-process
+    alone: a drift of the machine's speed within a round hits both sides alike, and
+    each UI reply is paired with the alone replies beside it. The child-process
+    engine is the UI's own, driven with no UI: the UI's cost and nothing else."""
+    alone: list[dict[str, float]] = []
+    child: list[dict[str, float]] = []
+    ui: list[dict[str, float]] = []
+    for _ in range(args.rounds):
+        alone.append(engine_alone_timed(engine, system))
+        child.append(engine_alone_timed(process_engine, system))
+        ui.append(await running.reply())
+        ui.append(await running.reply())
+        child.append(engine_alone_timed(process_engine, system))
+        alone.append(engine_alone_timed(engine, system))
+    tokens = int(alone[0]["tokens"])
+    for row in ui:
+        row["tokens_per_s"] = tokens / row["seconds"]
+    return {"alone": alone, "child": child, "ui": ui, "tokens": tokens}
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     with TemporaryDirectory() as tmp:
         base = load_config(env={})
@@ -187,57 +229,69 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             node=dataclasses.replace(base.node, endpoint="off"),
             voice=dataclasses.replace(base.voice, enabled=False),
         )
+        system = config.llm.system_prompt
         engine = BanEosEngine(config.llm)  # the baseline: in-process, no UI
         engine.load()
-        engine_alone(engine, config.llm.system_prompt)  # warm
+        engine_alone_timed(engine, system)  # warm
         ui_engine = BanEosProcessEngine(config.llm)  # as the TUI runs it
         ui_engine.load()
-        await through_ui(config, ui_engine)  # warm: the first app start loads Textual's CSS
-        alone_tps, ui_tps, lag_p99, lag_max, chunks = [], [], [], [], []
-        storage_ms, finish_ms, first_chunk_s, alone_ttft_s = [], [], [], []
-        tokens = 0
-        for _ in range(args.rounds):
-            secs, tokens, ttft = engine_alone_timed(engine, config.llm.system_prompt)
-            alone_tps.append(tokens / secs)
-            alone_ttft_s.append(ttft)
-            ui = await through_ui(config, ui_engine)
-            ui_tps.append(tokens / ui["seconds"])
-            storage_ms.append(ui["storage_ms"])
-            finish_ms.append(ui["finish_to_rendered_ms"])
-            first_chunk_s.append(ui["first_chunk_s"])
-            lag_p99.append(ui["lag_p99_ms"])
-            lag_max.append(ui["lag_max_ms"])
-            chunks.append(ui["chunks"])
+        running = RunningApp(config, ui_engine)
+        async with running.app.run_test(size=(120, 40), message_hook=running.hook) as pilot:
+            running.pilot = pilot
+            await running.reply()  # warm: the first reply mounts Textual's Markdown
+            measured = await rounds(args, engine, ui_engine, running, system)
         ui_engine.close()
         frame = await first_frame(config)
     med = statistics.median
+    alone, child, ui = measured["alone"], measured["child"], measured["ui"]
+    tokens = measured["tokens"]
+
+    def col(rows: list[dict[str, float]], name: str) -> list[float]:
+        return [r[name] for r in rows]
+
+    ui_tps, alone_tps = col(ui, "tokens_per_s"), col(alone, "tokens_per_s")
+    child_tps = col(child, "tokens_per_s")
+    pairs = [u / a for u, a in zip(ui_tps, alone_tps, strict=True)]
+    child_pairs = [u / c for u, c in zip(ui_tps, child_tps, strict=True)]
+    alone_decode, ui_decode = col(alone, "decode_tokens_per_s"), col(ui, "decode_tokens_per_s")
     return {
         "bench": "ui_stream",
         "tokens_per_reply": tokens,
         "rounds": args.rounds,
         "ui_tokens_per_s_median": round(med(ui_tps), 1),
         "engine_tokens_per_s_median": round(med(alone_tps), 1),
-        "ui_vs_engine_ratio": round(med(ui_tps) / med(alone_tps), 3),
-        # Each UI reply against the engine-alone reply measured just before it: the
-        # machine's drift between rounds cancels out.
-        "ui_vs_engine_paired_median": round(
-            med(u / a for u, a in zip(ui_tps, alone_tps, strict=True)), 3
-        ),
+        # The figure: each UI reply against the engine-alone reply beside it (the
+        # machine's drift between rounds cancels out), median over the pairs.
+        "ui_vs_engine_ratio": round(med(pairs), 3),
+        "ui_vs_engine_pairs": [round(p, 3) for p in pairs],
+        "ui_vs_engine_ratio_of_medians": round(med(ui_tps) / med(alone_tps), 3),
+        # The same against the UI's own engine (its child process) with no UI.
+        "ui_vs_same_engine_no_ui_ratio": round(med(child_pairs), 3),
+        "ui_vs_same_engine_no_ui_pairs": [round(p, 3) for p in child_pairs],
+        "same_engine_no_ui_tokens_per_s_median": round(med(child_tps), 1),
         "ui_vs_engine_goal": 0.95,
-        "event_loop_lag_p99_ms": round(max(lag_p99), 1),
-        "event_loop_lag_max_ms": round(max(lag_max), 1),
+        # Is the engine itself slower with the UI beside it (both cores busy), or is
+        # the gap the UI's own work (first chunk, storage, final render)?
+        "engine_decode_tokens_per_s_alone_median": round(med(alone_decode), 1),
+        "engine_decode_tokens_per_s_under_ui_median": round(med(ui_decode), 1),
+        "engine_decode_under_ui_vs_alone": round(med(ui_decode) / med(alone_decode), 3),
+        "engine_ttft_ms_under_ui_median": round(med(col(ui, "engine_ttft_ms")), 1),
+        "ui_prompt_tokens_median": med(col(ui, "prompt_tokens")),
+        "event_loop_lag_p99_ms": round(max(col(ui, "lag_p99_ms")), 1),
+        "event_loop_lag_max_ms": round(max(col(ui, "lag_max_ms")), 1),
         "event_loop_lag_goal_ms": 50.0,
-        "chunks_per_reply_median": med(chunks),
+        "chunks_per_reply_median": med(col(ui, "chunks")),
         # Where the UI's extra time goes, per reply (medians):
-        "ui_storage_ms_median": round(med(storage_ms), 1),
-        "ui_finish_to_rendered_ms_median": round(med(finish_ms), 1),
-        "ui_first_chunk_s_median": round(med(first_chunk_s), 3),
-        "engine_first_token_s_median": round(med(alone_ttft_s), 3),
+        "ui_storage_ms_median": round(med(col(ui, "storage_ms")), 1),
+        "ui_finish_to_rendered_ms_median": round(med(col(ui, "finish_to_rendered_ms")), 1),
+        "ui_first_chunk_s_median": round(med(col(ui, "first_chunk_s")), 3),
+        "engine_first_token_s_median": round(med(col(alone, "first_token_s")), 3),
         "ui_seconds_median": round(tokens / med(ui_tps), 3),
         "engine_seconds_median": round(tokens / med(alone_tps), 3),
         "repaint_hz_config": config.ui.repaint_hz,
-        "setup": "headless app (engine in its child process, as shipped), node off, voice "
-        "off, EOS banned; engine alone = LLMEngine in-process, same model and settings",
+        "setup": "one headless app kept open, each reply after /new (engine in its child "
+        "process, as shipped), node off, voice off, EOS banned; engine alone = LLMEngine "
+        "in-process, same model and settings",
         "first_frame_ms": round(frame["first_frame_ms"], 1),
         "model_ready_ms": round(frame["model_ready_ms"], 1),
         "model_was_ready_at_first_frame": bool(frame["model_was_ready_at_first_frame"]),
@@ -248,7 +302,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tokens", type=int, default=512)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="each: 4 alone + 2 UI replies")
     print(json.dumps(asyncio.run(main_async(parser.parse_args()))))
 
 

@@ -242,11 +242,15 @@ class LocalNode:
                         client = BlockingNodeClient(endpoint, timeout_s=1.0, retries=1)
                 if client is not None:
                     try:
-                        if client.health()["ready"]:
-                            assert endpoint is not None
-                            return endpoint
+                        health = client.health()
                     except NodeUnavailable:
                         pass
+                    else:
+                        # Up but unable to use its storage (a corrupt database, say):
+                        # it serves health and says what is wrong, so it is started.
+                        if health["ready"] or health.get("storage_error"):
+                            assert endpoint is not None
+                            return endpoint
                 time.sleep(0.1)
         finally:
             if client is not None:

@@ -40,6 +40,16 @@ def exit_code(proc: SpawnProcess) -> int | None:
         return None
 
 
+def reaped_code(proc: SpawnProcess, timeout: float = REAP_WAIT_S) -> int | None:
+    """The exit code of a child that is exiting, waiting up to ``timeout`` for it.
+    Two threads may reap at once (the watcher and the one that saw the pipe close):
+    the loser's waitpid finds nothing, and the code shows up a moment later."""
+    deadline = time.monotonic() + timeout
+    while (code := exit_code(proc)) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return code
+
+
 class ChildWatch:
     """Calls ``on_death(what happened)`` when ``proc`` ends without being asked to."""
 
@@ -69,13 +79,10 @@ class ChildWatch:
         finally:
             os.close(sentinel)
         # The sentinel closes as the child exits, a moment before it can be reaped.
-        deadline = time.monotonic() + REAP_WAIT_S
-        while self.code is None and time.monotonic() < deadline:
-            self.code = exit_code(self._proc)
-            if self.code is None:
-                time.sleep(0.01)
+        if self.code is None:
+            self.code = reaped_code(self._proc)
         if not self._asked.is_set():
             self._on_death(self.death_message())
 
 
-__all__ = ["ChildWatch", "describe_exit", "exit_code"]
+__all__ = ["ChildWatch", "describe_exit", "exit_code", "reaped_code"]

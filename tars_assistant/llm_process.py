@@ -38,7 +38,7 @@ from typing import Any, cast
 import msgpack  # type: ignore[import-untyped]
 
 from memory.conversation_store import ReplyMetrics
-from tars_assistant.child_watch import ChildWatch, exit_code
+from tars_assistant.child_watch import ChildWatch, exit_code, reaped_code
 from tars_assistant.llm import (
     ChatMessage,
     EngineBase,
@@ -317,8 +317,8 @@ class ProcessEngine(EngineBase):
             with contextlib.suppress(ValueError):
                 proc.join(CLOSE_TIMEOUT_S)  # it is dying: wait for its exit code
         if watch is not None:
-            if proc is not None:
-                watch.code = exit_code(proc)
+            if proc is not None and watch.code is None:
+                watch.code = reaped_code(proc) if reason is None else exit_code(proc)
             watch.reason = reason
             what = watch.death_message()
         if self._model is not None:
@@ -346,6 +346,13 @@ class ProcessEngine(EngineBase):
     @property
     def is_ready(self) -> bool:
         return self._model is not None and _alive(self._proc)
+
+    @property
+    def model_name(self) -> str:
+        """The loaded model's file name; after a death, the model the child had (what
+        revive() reloads), which may not be the configured one after a /model switch."""
+        lost = self._lost if self._model is None else None
+        return lost.name if lost is not None else super().model_name
 
     @property
     def child_pid(self) -> int | None:

@@ -38,6 +38,7 @@ class NodeStatus:
     system: SystemReading | None
     items: int | None
     error: str | None
+    storage_error: str | None = None  # the node is up but its storage failed: what, and what to do
 
     @property
     def label(self) -> str:
@@ -68,6 +69,7 @@ class NodeLink:
         self.rtt_ms: float | None = None
         self.system: SystemReading | None = None
         self.items: int | None = None
+        self.storage_error: str | None = None
         self._local: LocalNode | None = None
         # The pid of the process whose published embedded node this link uses.
         self.shared_by: int | None = None
@@ -82,7 +84,13 @@ class NodeLink:
 
     def status(self) -> NodeStatus:
         return NodeStatus(
-            self.state, self.endpoint, self.rtt_ms, self.system, self.items, self.error
+            self.state,
+            self.endpoint,
+            self.rtt_ms,
+            self.system,
+            self.items,
+            self.error,
+            self.storage_error,
         )
 
     # -- blocking: thread workers ---------------------------------------------
@@ -179,6 +187,7 @@ class NodeLink:
             stats: dict[str, Any] = await self.client.stats(timeout_s=self.config.node.timeout_s)
         except (NodeUnavailable, NodeError) as exc:
             self.state, self.error, self.rtt_ms = "unreachable", str(exc), None
+            self.storage_error = None
             return self.status()
         self.rtt_ms = self.client.last_rtt_ms
         self.state = "local" if self.embedded else "remote"
@@ -187,6 +196,8 @@ class NodeLink:
         self.system = reading_from_dict(system) if isinstance(system, dict) else None
         items = stats.get("items")
         self.items = items if isinstance(items, int) else None
+        problem = stats.get("storage_error")
+        self.storage_error = problem if isinstance(problem, str) else None
         return self.status()
 
     def should_restart(self) -> bool:

@@ -13,7 +13,7 @@ from node_daemon.sysinfo import SystemReading
 from tars_assistant.node_link import NodeStatus
 from tars_assistant.telemetry import LatencySeries
 from tars_tui.screens.panels import PanelsOverlay
-from tars_tui.widgets.panels import PanelSummary, SidePanels
+from tars_tui.widgets.panels import NodeView, PanelSummary, SidePanels
 
 # Below this width the side column would squeeze the transcript.
 NARROW_COLUMNS = 100
@@ -25,7 +25,7 @@ class PanelsControl:
         self.series = series
         self.node_enabled = node_enabled
         self.system: SystemReading | None = None
-        self.node: tuple[str, SystemReading | None, str] = ("", None, "waiting for the node…")
+        self.node: NodeView = ("", None, "waiting for the node…", None)
         self._overlay: PanelsOverlay | None = None
 
     @property
@@ -59,14 +59,15 @@ class PanelsControl:
                 status.state,
                 status.system if live else None,
                 status.error or status.label,
+                status.storage_error if live else None,
             )
         with contextlib.suppress(NoMatches):
-            self.screen.query_one(SidePanels).show_node(*self.node)
+            self.screen.query_one(SidePanels).show_node(self.node)
             summary = self.screen.query_one(PanelSummary)
             summary.node_rtt_ms = status.rtt_ms if live and status is not None else None
             summary.refresh_figures()
         if overlay := self._open_overlay():
-            overlay.panels.show_node(*self.node)
+            overlay.panels.show_node(self.node)
 
     def refresh(self) -> None:
         with contextlib.suppress(NoMatches):

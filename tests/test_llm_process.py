@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tars_assistant.llm import Reply
+from tars_assistant.llm import Reply, resolve_model_path
 from tars_assistant.llm_process import ModelProcessDied, ProcessEngine
 from tests.test_llm import small_cfg, user
 
@@ -109,6 +109,29 @@ def test_a_child_killed_mid_stream_raises_model_process_died() -> None:
         assert e.revive() == e.model_path  # the model it had, in a new child
         assert e.child_pid not in (None, pid)
         assert e.complete("", user("Hi.")).text
+    finally:
+        e.close()
+
+
+def test_a_dead_child_is_named_by_the_model_it_had(tmp_path: Path) -> None:
+    """After a /model switch, a death and its reload name the model in use, not the
+    configured one."""
+    switched = tmp_path / "switched.gguf"
+    cfg = small_cfg()
+    e = ProcessEngine(cfg)
+    try:
+        configured = e.model_name
+        switched.symlink_to(resolve_model_path(cfg))
+        e.load(switched)
+        pid = e.child_pid
+        assert pid is not None and e.model_name == "switched.gguf" != configured
+        os.kill(pid, signal.SIGKILL)
+        assert wait_gone(pid)
+        deadline = time.monotonic() + 10
+        while e.is_ready and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not e.is_ready and e.model_name == "switched.gguf"
+        assert e.revive() == switched and e.model_name == "switched.gguf"
     finally:
         e.close()
 

@@ -15,8 +15,9 @@
 completed sentence goes to the synthesis thread (Piper), whose audio goes to the
 playback thread (the sink) chunk by chunk as it is decoded, so sentence *n+1* is
 synthesised while *n* plays and the first audio is ready a few tens of
-milliseconds after the first sentence is complete, not when the reply ends. Text fed after ``end()`` (or after ``stop()``) starts a new reply,
-which is spoken after the current one; a new prompt should call ``stop()`` first.
+milliseconds after the first sentence is complete, not when the reply ends.
+Text fed after ``end()`` (or after ``stop()``) starts a new reply, which is
+spoken after the current one; a new prompt should call ``stop()`` first.
 
 ``stop()`` returns once the sink is silent: it drops every queued sentence and
 audio block, ends a synthesis in progress, and stops the sink (a device stream is

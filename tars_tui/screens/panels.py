@@ -8,7 +8,7 @@ from textual.screen import ModalScreen
 
 from node_daemon.sysinfo import SystemReading
 from tars_assistant.telemetry import LatencySeries
-from tars_tui.widgets.panels import SidePanels
+from tars_tui.widgets.panels import NodeView, SidePanels
 
 
 class PanelsOverlay(ModalScreen[None]):
@@ -27,7 +27,7 @@ class PanelsOverlay(ModalScreen[None]):
         *,
         node_enabled: bool,
         system: SystemReading | None,
-        node: tuple[str, SystemReading | None, str] | None,
+        node: NodeView | None,
     ) -> None:
         super().__init__()
         self.panels = SidePanels(series, node_enabled=node_enabled, id="overlay-panels")
@@ -41,7 +41,7 @@ class PanelsOverlay(ModalScreen[None]):
         if self._system is not None:
             self.panels.show_system(self._system)
         if self._node is not None:
-            self.panels.show_node(*self._node)
+            self.panels.show_node(self._node)
         self.panels.refresh_figures()
 
     async def action_dismiss(self, result: None = None) -> None:

@@ -84,6 +84,11 @@ def describe_reading(reading: SystemReading) -> Text:
     return Text.from_markup("\n".join(lines))
 
 
+# The PC2 panel's input: the node's state, its machine (None: not reachable), what
+# to show instead, and a storage fault it reports (None: none).
+NodeView = tuple[str, SystemReading | None, str, str | None]
+
+
 class SystemPanel(Static):
     DEFAULT_CSS = """
     SystemPanel { height: auto; border: round $primary 60%; padding: 0 1; }
@@ -93,13 +98,19 @@ class SystemPanel(Static):
         super().__init__("[dim]sampling…[/]", id=id)
         self.border_title = f"System · {host}"
         self.reading: SystemReading | None = None
+        self.problem: str | None = None
 
-    def show(self, reading: SystemReading) -> None:
+    def show(self, reading: SystemReading, problem: str | None = None) -> None:
+        """The machine's figures; ``problem`` (a storage fault) goes first, in red."""
         self.reading = reading
-        self.update(describe_reading(reading))
+        self.problem = problem
+        text = describe_reading(reading)
+        if problem:
+            text = Text.assemble(Text(f"⚠ {problem}\n", style="bold red"), text)
+        self.update(text)
 
     def show_unavailable(self, why: str) -> None:
-        self.reading = None
+        self.reading = self.problem = None
         self.update(Text(why, style="dim"))
 
 
@@ -126,11 +137,12 @@ class SidePanels(Vertical):
     def show_system(self, reading: SystemReading) -> None:
         self.query_one("#system", SystemPanel).show(reading)
 
-    def show_node(self, state: str, system: SystemReading | None, why: str) -> None:
+    def show_node(self, view: NodeView) -> None:
+        state, system, why, problem = view
         panel = self.query_one("#system-node", SystemPanel)
         if system is not None:
             panel.border_title = f"System · PC2 node ({state})"
-            panel.show(system)
+            panel.show(system, problem)
         else:
             panel.show_unavailable(why)
         self.refresh_figures()

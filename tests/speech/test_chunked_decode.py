@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.abc
+import itertools
 import sys
 from typing import Any
 
@@ -37,7 +38,7 @@ def make_session(model: Any) -> Any:
 def test_chunks_cover_every_frame_once(frames: int) -> None:
     bounds = list(chunk_bounds(frames))
     assert bounds[0][0] == 0 and bounds[-1][1] == frames
-    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
     assert all(end - start <= MAX_FRAMES * 3 // 2 for start, end in bounds)
     assert bounds[0][1] - bounds[0][0] <= FIRST_FRAMES * 3 // 2  # the first audio is quick
 

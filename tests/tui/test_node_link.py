@@ -117,3 +117,28 @@ async def test_node_that_cannot_start_is_reported_and_chat_works(
         app.chat.send("Hello")  # type: ignore[union-attr]
         await wait_until(pilot, lambda: not app.chat.generating, what="a reply")  # type: ignore[union-attr]
         assert list(app.chat.query(AssistantMessage))[-1].text.strip()  # type: ignore[union-attr]
+
+
+async def test_a_node_whose_database_is_corrupt_starts_and_its_panel_says_so(
+    config: Config,
+) -> None:
+    """The node comes up to report the fault (it does not time out starting), the PC2
+    panel shows what is wrong and what to do, and chat goes on without memory."""
+    config = dataclasses.replace(config, node=dataclasses.replace(config.node, endpoint="auto"))
+    node_dir = config.data_dir / "node"
+    node_dir.mkdir(parents=True, exist_ok=True)
+    (node_dir / "items.sqlite3").write_bytes(b"this is not a database at all " * 4096)
+    app = make_app(config)
+    async with app.run_test(size=SIZE) as pilot:
+        panel = app.chat.query_one("#system-node", SystemPanel)  # type: ignore[union-attr]
+        await wait_until(
+            pilot, lambda: panel.problem is not None, timeout=120, what="the storage fault"
+        )
+        assert app.node.state == "local"
+        assert panel.problem is not None and panel.problem.startswith("database corrupt: ")
+        shown = str(panel.render())
+        assert "⚠ database corrupt" in shown and ".recover" in shown
+        await wait_until(pilot, lambda: app.engine.is_ready, what="model load")
+        app.chat.send("Still there?")  # type: ignore[union-attr]
+        await wait_until(pilot, lambda: not app.chat.generating, what="a reply")  # type: ignore[union-attr]
+        assert list(app.chat.query(AssistantMessage))[-1].text.strip()  # type: ignore[union-attr]
