@@ -228,7 +228,7 @@ class VitsModel:
     def audio(self, inputs: dict[str, Any]) -> Iterator[npt.NDArray[np.float32]]:
         """Raw audio (float32, the model's own level) for one sentence, chunk by chunk."""
         if self.graph is None:
-            yield self._run(self.sessions[0], None, inputs)
+            yield self._run(self.sessions[0], inputs)
             return
         frames, conditions = self.encode(inputs)
         yield from self.decode(frames, conditions, self.padding)
@@ -237,7 +237,7 @@ class VitsModel:
         """Decode ``inputs`` whole, then keep the smallest padding whose chunks give
         the same samples (``padding`` stays None when none does). Returns the audio."""
         if self.graph is None:
-            return self._run(self.sessions[0], None, inputs)
+            return self._run(self.sessions[0], inputs)
         frames, conditions = self.encode(inputs)
         whole = np.concatenate(list(self.decode(frames, conditions, None)))
         self.hop = len(whole) // frames.shape[-1]
@@ -260,19 +260,17 @@ class VitsModel:
         assert self.graph is not None
         decoder, name, total = self.sessions[1], self.graph.frames, frames.shape[-1]
         if pad is None:
-            yield self._run(decoder, None, {name: frames, **conditions})
+            yield self._run(decoder, {name: frames, **conditions})
             return
         for start, end in chunk_bounds(total):
             lo, hi = max(0, start - pad), min(total, end + pad)
-            out = self._run(decoder, None, {name: frames[..., lo:hi], **conditions})
+            out = self._run(decoder, {name: frames[..., lo:hi], **conditions})
             offset = (start - lo) * self.hop
             yield out[offset : offset + (end - start) * self.hop]
 
     @staticmethod
-    def _run(
-        session: _CancellableSession, names: list[str] | None, inputs: dict[str, Any]
-    ) -> npt.NDArray[np.float32]:
-        return np.asarray(session.run(names, inputs)[0], dtype=np.float32).reshape(-1)
+    def _run(session: _CancellableSession, inputs: dict[str, Any]) -> npt.NDArray[np.float32]:
+        return np.asarray(session.run(None, inputs)[0], dtype=np.float32).reshape(-1)
 
 
 class PiperEngine:
