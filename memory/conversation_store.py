@@ -427,8 +427,10 @@ class ConversationStore(Database):
         status: Status = "complete",
         metrics: ReplyMetrics | None = None,
         error: str | None = None,
+        model: str | None = None,
     ) -> None:
-        """Close a reply as complete, cancelled or error, with its final text and metrics."""
+        """Close a reply as complete, cancelled or error, with its final text and metrics
+        (and ``model``, the one that wrote it, when only now known: a model server's)."""
         _check(status, STATUSES, "status")
         if status == "streaming":
             raise ValueError("finish_reply() needs a final status, not 'streaming'")
@@ -436,8 +438,9 @@ class ConversationStore(Database):
         with self._write() as conn:
             cursor = conn.execute(
                 "UPDATE messages SET text = ?, status = ?, metrics = ?, error = ?,"
-                " completed_at = ?, owner = NULL WHERE id = ? RETURNING conversation_id",
-                (text, status, _json(metrics), error, now, message_id),
+                " completed_at = ?, owner = NULL, model = coalesce(?, model)"
+                " WHERE id = ? RETURNING conversation_id",
+                (text, status, _json(metrics), error, now, model, message_id),
             )
             row = cursor.fetchone()
             if row is None:

@@ -20,7 +20,7 @@ from tars_api.errors import install_error_handlers
 from tars_api.limits import BodyLimit
 from tars_api.runtime import Runtime
 from tars_api.security import HostCheck, allowed_hosts
-from tars_assistant.llm_process import Engine
+from tars_assistant.model_router import BackendEngine as Engine
 from tars_core.config import Config
 
 DESCRIPTION = """\

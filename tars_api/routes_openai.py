@@ -43,7 +43,7 @@ def model_names(rt: Runtime, *, discovered: bool = True) -> set[str]:
     """Every name the loaded model answers to: file, stem, aliases and (blocking: a
     disk walk, cached) the name `tars models` gives it."""
     name = rt.engine.model_name
-    names = {name, Path(name).stem, *ALIASES}
+    names = {name, Path(name).stem, rt.engine.profile.name, *ALIASES}
     loaded = rt.engine.model_path
     if discovered and loaded is not None:
         names |= {m.name for m in rt.models() if _same(m.path, loaded)}

@@ -34,10 +34,10 @@ from tars_api.errors import ApiError
 from tars_api.keys import KeyStore, keys_path
 from tars_api.limits import GenerationQueue, RateLimiter
 from tars_assistant.llm import ModelError
-from tars_assistant.llm_process import Engine, ProcessEngine
 from tars_assistant.memory_link import open_memory
 from tars_assistant.model_discovery import FoundModel, find_gguf_models
 from tars_assistant.model_gate import ModelGate
+from tars_assistant.model_router import BackendEngine, ModelRouter
 from tars_assistant.node_link import NodeLink
 from tars_assistant.telemetry import LatencySeries, SystemSampler
 from tars_core.config import Config
@@ -54,14 +54,14 @@ class Runtime:
         self,
         config: Config,
         *,
-        engine: Engine | None = None,
+        engine: BackendEngine | None = None,
         config_path: Path | None = None,
     ) -> None:
         self.config = config
-        self.engine: Engine = engine or ProcessEngine(
-            config.llm, batch_interval_s=config.api.stream_batch_ms / 1000
+        # [llm] model's backend: llama.cpp in a child process, or a model server.
+        self.engine = ModelRouter(
+            config, engine=engine, batch_interval_s=config.api.stream_batch_ms / 1000
         )
-        self._owns_engine = engine is None
         self.store = ConversationStore(config.data_dir / "tars.db")
         self.latency = LatencySeries(maxlen=config.ui.sparkline_points)
         # One gate for every request's session, as the TUI has one for its session.
@@ -88,12 +88,11 @@ class Runtime:
         self.sampler.start()
         loop = asyncio.get_running_loop()
         spawn = loop.create_task
-        if isinstance(self.engine, ProcessEngine):
 
-            def died(what: str) -> None:  # the engine's watcher thread
-                loop.call_soon_threadsafe(self._model_died, what)
+        def died(what: str) -> None:  # the engine's watcher thread
+            loop.call_soon_threadsafe(self._model_died, what)
 
-            self.engine.on_death = died
+        self.engine.on_death = died
         self._tasks.append(spawn(self._load_model(), name="tars-api model"))
         if self.node.enabled:
             self._tasks.append(spawn(self._run_node(), name="tars-api node"))
@@ -104,26 +103,29 @@ class Runtime:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if isinstance(self.engine, ProcessEngine):
-            self.engine.on_death = None
+        self.engine.on_death = None
         await asyncio.to_thread(self.node.stop)
         self.sampler.stop()
         if self.memory is not None:
             self.memory.close()
-        if self._owns_engine:
-            await asyncio.to_thread(self.engine.close)
+        await asyncio.to_thread(self.engine.close)  # a caller's own engine stays
         self.store.close()
 
     async def _load_model(self) -> None:
         t0 = time.perf_counter()
         try:
-            path = await asyncio.to_thread(self.engine.load)
+            loaded = await asyncio.to_thread(self.engine.load)
         except ModelError as exc:
             log.error("the model did not load: %s", exc)
             return
         self.model_load_s = time.perf_counter() - t0
-        log.info("model %s loaded in %.2f s", path.name, self.model_load_s)
-        self._tokenize = await asyncio.to_thread(_vocab_tokenizer, path)
+        where = f" on {loaded.where.label}" if loaded.where.remote else ""
+        log.info("model %s%s loaded in %.2f s", loaded.name, where, self.model_load_s)
+        notice = self.engine.privacy_notice()
+        if notice is not None:
+            log.warning("%s", notice)
+        if loaded.path is not None:
+            self._tokenize = await asyncio.to_thread(_vocab_tokenizer, loaded.path)
 
     def _model_died(self, what: str) -> None:
         """The model's process died under us (in the loop): load it again, unless it
@@ -137,7 +139,6 @@ class Runtime:
         self._tasks.append(asyncio.get_running_loop().create_task(self._revive()))
 
     async def _revive(self) -> None:
-        assert isinstance(self.engine, ProcessEngine)
         try:
             path = await asyncio.to_thread(self.engine.revive)
         except ModelError as exc:

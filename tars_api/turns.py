@@ -131,7 +131,9 @@ class TurnRunner:
         stages: dict[str, float] = {}
         recall: Recall | None = None
         try:
-            if req.memory and rt.memory is not None:
+            # A profile with send_memory = false is sent no memories (the session drops
+            # them too); the exchange is still remembered here.
+            if req.memory and rt.memory is not None and rt.engine.sends_memory:
                 recall = await rt.memory.semantic.recall(
                     req.text, req.project_id, conversation_id=req.conversation_id
                 )

@@ -49,6 +49,8 @@ class Reply:
     cancelled: bool = False
     metrics: ReplyMetrics | None = None
     finish_reason: str | None = None
+    # The tool calls the model asked for (http_engine.ToolCall), where the backend has them.
+    tool_calls: list[Any] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,8 @@ class EngineBase(ABC):
     cfg: LLMConfig
     _ready: threading.Event
     _load_error: ModelError | None
+    # Told when the engine's process dies by itself (only ProcessEngine has one).
+    on_death: Callable[[str], None] | None = None
 
     @abstractmethod
     def _loaded_path(self) -> Path | None: ...
@@ -152,6 +156,41 @@ class EngineBase(ABC):
         logit_bias: dict[int, float] | None = None,
         sampling: Sampling | None = None,
     ) -> Iterator[str]: ...
+
+    @abstractmethod
+    def load(self, path: Path | None = None) -> object:
+        """Load the model (``path``: another GGUF file, where the engine takes one). Blocks."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int: ...
+
+    @abstractmethod
+    def fit(self, system: str, history: Sequence[ChatMessage]) -> FittedPrompt: ...
+
+    def revive(self) -> Path | None:
+        """Start again after the engine's process died; None where nothing died."""
+        return None
+
+    def fallback_engine(self) -> EngineBase | None:
+        """The engine that answers when this one fails transiently (model_router.py)."""
+        return None
+
+    @property
+    def sends_memory(self) -> bool:
+        """Whether recalled memories may be sent to this model (a remote profile's choice)."""
+        return True
+
+    def privacy_notice(self) -> str | None:
+        """What the user is told before a remote model's first use (model_router.py)."""
+        return None
+
+    @property
+    def label(self) -> str:
+        """The model for the header; model_router.py adds where it runs."""
+        return self.model_name
 
     @property
     def model_path(self) -> Path | None:

@@ -26,13 +26,15 @@ from memory.conversation_store import (
     ReplyMetrics,
     Status,
 )
-from tars_assistant.llm import ChatMessage, ModelError, Reply, Sampling
-from tars_assistant.llm_process import Engine, ModelProcessDied
+from tars_assistant.backend_errors import BackendError
+from tars_assistant.llm import ChatMessage, EngineBase, ModelError, Reply, Sampling
+from tars_assistant.llm_process import ModelProcessDied
 from tars_assistant.model_gate import ModelGate
 from tars_assistant.telemetry import LatencySeries
 from tars_core.config import Config
 
 CHECKPOINT_INTERVAL_S = 1.0
+RETRY_DELAY_S = 0.25  # before the one retry of a transient failure
 T = TypeVar("T")
 STAGES = ("ttft_ms", "tokens_per_s", "total_ms")
 
@@ -43,14 +45,16 @@ class TurnResult:
     cancelled: bool
     metrics: ReplyMetrics | None
     message_id: int
-    finish_reason: str | None = None  # llama.cpp's: "stop" or "length"
+    finish_reason: str | None = None  # "stop" or "length" (or "tool_calls")
+    model: str = ""  # the model that wrote the reply (the fallback's, when it answered)
+    notes: tuple[str, ...] = ()  # what happened on the way (a failed server, the fallback)
 
 
 class ChatSession:
     def __init__(
         self,
         config: Config,
-        engine: Engine,
+        engine: EngineBase,
         store: ConversationStore,
         *,
         latency: LatencySeries | None = None,
@@ -119,6 +123,7 @@ class ChatSession:
         *,
         on_piece: Callable[[str], None] = lambda _: None,
         should_stop: Callable[[], bool] = lambda: False,
+        on_notice: Callable[[str], None] = lambda _: None,
         context: str = "",
         stages: dict[str, float] | None = None,
         history: Sequence[ChatMessage] | None = None,
@@ -135,6 +140,10 @@ class ChatSession:
         ``history`` replaces the stored conversation as what the model is shown
         before ``text`` (an OpenAI client sends its own), ``system_prompt`` the
         configured one; ``sampling`` and ``logit_bias`` go to the engine.
+
+        A model server that fails transiently is retried once (before its first
+        piece); then ``[llm] fallback`` answers the same turn as a reply of its own,
+        ``on_notice`` is told why, and the failed reply keeps what it said.
         """
         shown = self.history() if history is None else list(history)
         history = [*shown, ChatMessage(role="user", content=text)]
@@ -148,13 +157,123 @@ class ChatSession:
             self.engine.model_name,
             project_id=self.project_id,
         )
+        base = self.system_prompt if system_prompt is None else system_prompt
+        if context and not self.engine.sends_memory:
+            context = ""  # this profile's model is not sent memories (send_memory = false)
+        system = f"{base}\n\n{context}" if context and base else (context or base)
+        notes: list[str] = []
         reply = Reply()
-        last_checkpoint = time.monotonic()
+        reply_id_of: Callable[[], int] = lambda: turn.result()[2]  # noqa: E731
+        engine = self.engine
         try:
-            base = self.system_prompt if system_prompt is None else system_prompt
-            system = f"{base}\n\n{context}" if context and base else (context or base)
             with self.model_gate.foreground():
-                for piece in self.engine.stream(
+                try:
+                    self._stream(
+                        engine,
+                        system,
+                        history,
+                        reply,
+                        reply_id_of,
+                        on_piece,
+                        should_stop,
+                        sampling,
+                        logit_bias,
+                        retry=True,
+                    )
+                except BackendError as exc:
+                    if not exc.transient:
+                        raise
+                    fallback = self._fallback_for(exc, notes)
+                    conv_id, _, reply_id = turn.result()
+                    # What the failed model said stays, marked, as a crash would leave it.
+                    self.store.finish_reply(
+                        reply_id,
+                        reply.text,
+                        status="cancelled" if reply.text else "error",
+                        error=str(exc),
+                    )
+                    on_notice(notes[-1])
+                    engine = fallback
+                    new_id = self.store.begin_reply(conv_id, engine.model_name)
+                    reply = Reply()
+                    reply_id_of = lambda: new_id  # noqa: E731
+                    self._stream(
+                        engine,
+                        system,
+                        history,
+                        reply,
+                        reply_id_of,
+                        on_piece,
+                        should_stop,
+                        sampling,
+                        logit_bias,
+                        retry=False,
+                    )
+        except ModelProcessDied as exc:
+            # Not the reply's fault: keep what it said, as a cancel would, with a note.
+            conv_id = turn.result()[0]
+            self.store.finish_reply(reply_id_of(), reply.text, status="cancelled", error=str(exc))
+            self.conversation = self.store.get_conversation(conv_id)
+            raise
+        except BackendError as exc:
+            conv_id = turn.result()[0]
+            # A server that failed mid-reply: what arrived is kept, marked as cut off.
+            status: Status = "cancelled" if exc.transient and reply.text else "error"
+            self.store.finish_reply(reply_id_of(), reply.text, status=status, error=str(exc))
+            self.conversation = self.store.get_conversation(conv_id)
+            raise
+        except ModelError as exc:
+            conv_id = turn.result()[0]
+            self.store.finish_reply(reply_id_of(), reply.text, status="error", error=str(exc))
+            self.conversation = self.store.get_conversation(conv_id)
+            raise
+        conv_id, _, _ = turn.result()
+        reply_id = reply_id_of()
+        if reply.metrics is not None and stages:
+            merged = {**reply.metrics.stages, **stages}
+            reply.metrics = dataclasses.replace(reply.metrics, stages=merged)
+        status = "cancelled" if reply.cancelled else "complete"
+        self.store.finish_reply(
+            reply_id, reply.text, status=status, metrics=reply.metrics, model=engine.model_name
+        )
+        if reply.metrics and not reply.cancelled:
+            for stage in STAGES:
+                value = getattr(reply.metrics, stage)
+                if value is not None:
+                    self.latency.record(stage, value)
+            for stage, value in reply.metrics.stages.items():
+                self.latency.record(stage, value)
+        self.conversation = self.store.get_conversation(conv_id)
+        return TurnResult(
+            reply.text,
+            reply.cancelled,
+            reply.metrics,
+            reply_id,
+            reply.finish_reason,
+            model=engine.model_name,
+            notes=tuple(notes),
+        )
+
+    def _stream(
+        self,
+        engine: EngineBase,
+        system: str,
+        history: Sequence[ChatMessage],
+        reply: Reply,
+        reply_id: Callable[[], int],
+        on_piece: Callable[[str], None],
+        should_stop: Callable[[], bool],
+        sampling: Sampling | None,
+        logit_bias: dict[int, float] | None,
+        *,
+        retry: bool,
+    ) -> None:
+        """Stream one reply into ``reply``, checkpointing it; a transient failure before
+        the first piece is retried once (``retry``)."""
+        last_checkpoint = time.monotonic()
+        while True:
+            try:
+                for piece in engine.stream(
                     system,
                     history,
                     should_stop=should_stop,
@@ -165,34 +284,25 @@ class ChatSession:
                     on_piece(piece)
                     now = time.monotonic()
                     if now - last_checkpoint >= CHECKPOINT_INTERVAL_S:
-                        self.store.checkpoint_reply(turn.result()[2], reply.text)
+                        self.store.checkpoint_reply(reply_id(), reply.text)
                         last_checkpoint = now
-        except ModelProcessDied as exc:
-            # Not the reply's fault: keep what it said, as a cancel would, with a note.
-            conv_id, _, reply_id = turn.result()
-            self.store.finish_reply(reply_id, reply.text, status="cancelled", error=str(exc))
-            self.conversation = self.store.get_conversation(conv_id)
-            raise
-        except ModelError as exc:
-            conv_id, _, reply_id = turn.result()
-            self.store.finish_reply(reply_id, reply.text, status="error", error=str(exc))
-            self.conversation = self.store.get_conversation(conv_id)
-            raise
-        conv_id, _, reply_id = turn.result()
-        if reply.metrics is not None and stages:
-            merged = {**reply.metrics.stages, **stages}
-            reply.metrics = dataclasses.replace(reply.metrics, stages=merged)
-        status: Status = "cancelled" if reply.cancelled else "complete"
-        self.store.finish_reply(reply_id, reply.text, status=status, metrics=reply.metrics)
-        if reply.metrics and not reply.cancelled:
-            for stage in STAGES:
-                value = getattr(reply.metrics, stage)
-                if value is not None:
-                    self.latency.record(stage, value)
-            for stage, value in reply.metrics.stages.items():
-                self.latency.record(stage, value)
-        self.conversation = self.store.get_conversation(conv_id)
-        return TurnResult(reply.text, reply.cancelled, reply.metrics, reply_id, reply.finish_reason)
+                return
+            except BackendError as exc:
+                if not (retry and exc.transient and not reply.text) or should_stop():
+                    raise
+                retry = False
+                time.sleep(RETRY_DELAY_S)
+
+    def _fallback_for(self, exc: BackendError, notes: list[str]) -> EngineBase:
+        """The fallback engine for a failure (its note appended), or ``exc`` again."""
+        try:
+            fallback = self.engine.fallback_engine()
+        except ModelError as second:
+            raise BackendError(f"{exc}; the fallback failed too: {second}", kind=exc.kind) from None
+        if fallback is None:
+            raise exc
+        notes.append(f"{exc}; {fallback.model_name} (the fallback) answers")
+        return fallback
 
     def export_markdown(self, path: Path) -> Path:
         if self.conversation is None:

@@ -25,6 +25,7 @@ import platformdirs
 from tars_core.settings.api import ApiConfig
 from tars_core.settings.llm import LLMConfig
 from tars_core.settings.memory import MemoryConfig
+from tars_core.settings.models import ModelProfile, llm_keys_for, profile_keys
 from tars_core.settings.node import NodeConfig
 from tars_core.settings.server import ServerConfig
 from tars_core.settings.storage import StorageConfig
@@ -34,6 +35,9 @@ from tars_core.settings.voice import VoiceConfig
 
 ENV_PREFIX = "TARS_"
 DEFAULT_SOURCE = "default"
+PROFILES_SECTION = "models"
+PROFILE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"
+DISCOVERED_PREFIX = "ollama:"  # profiles found at run time (tars_assistant/profiles.py)
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class Config:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     tts: TTSConfig = field(default_factory=TTSConfig)
+    # The [models.NAME] profiles, by name (tars_core/settings/models.py).
+    models: Mapping[str, ModelProfile] = field(default_factory=dict)
     # "section.key" -> where the value came from; not part of equality.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -72,7 +78,11 @@ def user_config_path() -> Path:
 def sections() -> dict[str, type[Any]]:
     """Section name -> dataclass, in declaration order (the registry of config keys)."""
     hints = typing.get_type_hints(Config)
-    return {f.name: hints[f.name] for f in dataclasses.fields(Config) if f.name != "sources"}
+    return {
+        f.name: hints[f.name]
+        for f in dataclasses.fields(Config)
+        if f.name not in ("sources", PROFILES_SECTION)
+    }
 
 
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -80,13 +90,17 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     env = os.environ if env is None else env
     values: dict[str, dict[str, Any]] = {name: {} for name in sections()}
     sources: dict[str, str] = {}
+    tables: dict[str, dict[str, Any]] = {}
 
     file = path if path is not None else user_config_path()
     if path is not None and not file.is_file():
         raise ConfigError(str(file), "(file)", "a readable TOML file", "no such file")
     if file.is_file():
         for section, key, value in _read_toml(file):
-            values[section][key] = value
+            if section.startswith(f"{PROFILES_SECTION}."):
+                tables.setdefault(section.partition(".")[2], {})[key] = value
+            else:
+                values[section][key] = value
             sources[f"{section}.{key}"] = str(file)
 
     for var in sorted(env):
@@ -99,7 +113,11 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     built = {
         name: _build_section(name, cls, values[name], sources) for name, cls in sections().items()
     }
-    return Config(**built, sources=sources)
+    profiles = {
+        name: _build_profile(name, table, built["llm"], sources) for name, table in tables.items()
+    }
+    _check_routing(built["llm"], profiles, sources)
+    return Config(**built, models=profiles, sources=sources)
 
 
 def effective_items(config: Config) -> list[tuple[str, Any, str]]:
@@ -110,6 +128,14 @@ def effective_items(config: Config) -> list[tuple[str, Any, str]]:
         for f in dataclasses.fields(section):
             key = f"{name}.{f.name}"
             rows.append((key, getattr(section, f.name), config.sources.get(key, DEFAULT_SOURCE)))
+    for name, profile in config.models.items():
+        prefix = f"{PROFILES_SECTION}.{name}"
+        for key in sorted(k for k in config.sources if k.startswith(f"{prefix}.")):
+            field_name = key.rpartition(".")[2]
+            value = getattr(profile, field_name, None)
+            if value is None:
+                value = getattr(profile.llm, field_name)
+            rows.append((key, value, config.sources[key]))
     return rows
 
 
@@ -130,7 +156,37 @@ def render_template() -> str:
             out.append(f"# {doc}" + (f" ({allowed})" if allowed else ""))
             out.append(f"{f.name} = {toml_value(f.default)}")
         out.append("")
+    out += _profiles_template()
     return "\n".join(out)
+
+
+def _profiles_template() -> list[str]:
+    out = [
+        '# Model profiles: [llm] model = "NAME" picks one, /model NAME switches at run time.',
+        '# backend = "llama.cpp" takes model_path and any [llm] key; backend = "openai"',
+        "# talks to any OpenAI-compatible server. Ollama's models appear by themselves as",
+        "# ollama:NAME when it answers at [llm] ollama_url. Keys of a profile:",
+    ]
+    for f in profile_keys().values():
+        allowed = _describe_allowed(f)
+        default = toml_value(f.default)
+        out.append(
+            f"#   {f.name} = {default}: {f.metadata['doc']}" + (f" ({allowed})" if allowed else "")
+        )
+    out += [
+        "# For example:",
+        "# [models.pc2]",
+        '# backend = "openai"',
+        '# base_url = "http://pc2.lan:8080/v1"',
+        "# [models.cloud]",
+        '# backend = "openai"',
+        '# base_url = "https://api.example.com/v1"',
+        '# model = "big-model"',
+        '# api_key_env = "EXAMPLE_API_KEY"',
+        "# send_memory = false",
+        "",
+    ]
+    return out
 
 
 def toml_value(value: Any) -> str:
@@ -158,6 +214,9 @@ def _read_toml(file: Path) -> list[tuple[str, str, Any]]:
     known = sections()
     found = []
     for section, table in data.items():
+        if section == PROFILES_SECTION:
+            found += _read_profiles(file, table)
+            continue
         if section not in known:
             raise ConfigError(
                 str(file),
@@ -178,6 +237,88 @@ def _read_toml(file: Path) -> list[tuple[str, str, Any]]:
                 )
             found.append((section, key, value))
     return found
+
+
+def _read_profiles(file: Path, tables: Any) -> list[tuple[str, str, Any]]:
+    """``[models.NAME]`` tables as (``models.NAME``, key, value); checked when built."""
+    if not isinstance(tables, dict):
+        raise ConfigError(str(file), PROFILES_SECTION, "[models.NAME] tables", _describe(tables))
+    found = []
+    for name, table in tables.items():
+        if not re.fullmatch(PROFILE_NAME, name):
+            raise ConfigError(
+                str(file),
+                f"[models.{name}]",
+                "a profile name of letters, digits, '_', '.' or '-'",
+                repr(name),
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(str(file), f"[models.{name}]", "a table of keys", _describe(table))
+        found += [(f"{PROFILES_SECTION}.{name}", key, value) for key, value in table.items()]
+    return found
+
+
+def _build_profile(
+    name: str, table: dict[str, Any], llm: LLMConfig, sources: Mapping[str, str]
+) -> ModelProfile:
+    own = profile_keys()
+    where = sources.get(f"{PROFILES_SECTION}.{name}.backend") or next(
+        (sources[k] for k in sources if k.startswith(f"{PROFILES_SECTION}.{name}.")),
+        DEFAULT_SOURCE,
+    )
+    backend = table.get("backend", ModelProfile.backend)
+    backend = _check_value(where, f"[models.{name}] backend", str, own["backend"], backend)
+    allowed_llm = llm_keys_for(backend)
+    llm_fields = {f.name: f for f in dataclasses.fields(LLMConfig)}
+    llm_hints = typing.get_type_hints(LLMConfig)
+    own_hints = typing.get_type_hints(ModelProfile)
+    kwargs: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    for key, value in table.items():
+        label = f"[models.{name}] {key}"
+        if key in own:
+            kwargs[key] = _check_value(where, label, own_hints[key], own[key], value)
+        elif key in allowed_llm:
+            overrides[key] = _check_value(where, label, llm_hints[key], llm_fields[key], value)
+        else:
+            keys = sorted(set(own) | allowed_llm)
+            found = (
+                "a key that a llama.cpp profile takes" if key in llm_fields else "an unknown key"
+            )
+            raise ConfigError(where, label, f"one of the keys {', '.join(keys)}", found)
+    if backend == "openai" and not kwargs.get("base_url"):
+        raise ConfigError(
+            where, f"[models.{name}] base_url", "the server's URL for an openai profile", "none"
+        )
+    if kwargs.get("api_key_env") and kwargs.get("api_key_file"):
+        raise ConfigError(
+            where, f"[models.{name}] api_key_file", "api_key_env or api_key_file, not both", "both"
+        )
+    return ModelProfile(**kwargs, name=name, llm=dataclasses.replace(llm, **overrides))
+
+
+def _check_routing(
+    llm: LLMConfig, profiles: Mapping[str, ModelProfile], sources: Mapping[str, str]
+) -> None:
+    """``[llm] model`` and ``fallback`` must name profiles that exist (or Ollama's)."""
+    for key in ("model", "fallback"):
+        value = getattr(llm, key)
+        if not value or value in profiles or value.startswith(DISCOVERED_PREFIX):
+            continue
+        names = ", ".join(sorted(profiles)) or "none are configured"
+        raise ConfigError(
+            sources.get(f"llm.{key}", DEFAULT_SOURCE),
+            f"[llm] {key}",
+            f"a [models.NAME] profile ({names}) or ollama:MODEL",
+            repr(value),
+        )
+    if llm.fallback and llm.fallback == llm.model:
+        raise ConfigError(
+            sources.get("llm.fallback", DEFAULT_SOURCE),
+            "[llm] fallback",
+            "another profile than [llm] model",
+            repr(llm.fallback),
+        )
 
 
 def _split_env_var(var: str) -> tuple[str, str]:
@@ -297,9 +438,11 @@ def _describe(value: Any) -> str:
 
 
 __all__ = [
+    "DISCOVERED_PREFIX",
     "Config",
     "ConfigError",
     "LLMConfig",
+    "ModelProfile",
     "NodeConfig",
     "ServerConfig",
     "StorageConfig",

@@ -19,9 +19,10 @@ from node_daemon.local import NodeStartError
 from node_daemon.sysinfo import SystemReading
 from tars_assistant.builds import pc1_builds
 from tars_assistant.llm import ModelError
-from tars_assistant.llm_process import Engine, ProcessEngine
 from tars_assistant.memory_link import open_memory
+from tars_assistant.model_router import BackendEngine, Loaded, ModelRouter
 from tars_assistant.node_link import NodeLink
+from tars_assistant.profiles import where
 from tars_assistant.session import ChatSession
 from tars_assistant.telemetry import SnapshotFn, SystemSampler
 from tars_assistant.voice.capture import FILE_DEVICE_PREFIX
@@ -61,7 +62,7 @@ class TarsApp(App[None]):
         self,
         config: Config,
         *,
-        engine: Engine | None = None,
+        engine: BackendEngine | None = None,
         store: ConversationStore | None = None,
         snapshot: SnapshotFn | None = None,
         node: NodeLink | None = None,
@@ -75,9 +76,8 @@ class TarsApp(App[None]):
         # The model generates in a child process: Textual's rendering and llama.cpp's
         # per-token Python would otherwise share one GIL (measured on 2 cores: 0.82-0.89
         # of the engine's speed through the UI in-process, 0.92-0.98 from a child;
-        # bench/ui_stream.py).
-        self.engine: Engine = engine or ProcessEngine(config.llm)
-        self._owns_engine = engine is None
+        # bench/ui_stream.py). Or a model server: the router picks ([llm] model, /model).
+        self.engine = ModelRouter(config, engine=engine, process=True)
         self.store = store or ConversationStore(config.data_dir / "tars.db")
         self.session = ChatSession(config, self.engine, self.store)
         self.sampler = SystemSampler(
@@ -119,8 +119,7 @@ class TarsApp(App[None]):
         self.session.reopen_last()
         self.chat = ChatScreen(self.session)
         self.push_screen(self.chat)
-        if isinstance(self.engine, ProcessEngine):
-            self.engine.on_death = self._model_died
+        self.engine.on_death = self._model_died
         if not self.engine.is_ready:
             self.load_model()
         self.sampler.start()
@@ -139,8 +138,7 @@ class TarsApp(App[None]):
             )
 
     def on_unmount(self) -> None:
-        if isinstance(self.engine, ProcessEngine):
-            self.engine.on_death = None
+        self.engine.on_death = None
         self.session.model_gate.close()  # a summary waiting for the model gives up
         if self.voice is not None:
             self.voice.close()
@@ -149,8 +147,7 @@ class TarsApp(App[None]):
         if self.memory is not None:
             self.memory.close()
         self.store.close()
-        if self._owns_engine:
-            self.engine.close()  # its child process ends with it
+        self.engine.close()  # a child process ends with it (a caller's own engine stays)
 
     @work(thread=True, exclusive=True, group="builds", exit_on_error=False)
     def read_builds(self) -> None:
@@ -251,22 +248,30 @@ class TarsApp(App[None]):
             self.start_node(restart=True)
 
     @work(thread=True, exclusive=True, group="model", exit_on_error=False)
-    def load_model(self, path: Path | None = None) -> None:
+    def load_model(self, target: Path | str | None = None) -> None:
+        """Load the active profile's model, a GGUF file (a Path) or profile (a name)."""
         first = not self.engine.is_ready
-        started = time.perf_counter()
         try:
-            loaded = self.engine.load(path)
+            if isinstance(target, str):
+                loaded = self.engine.select(target)
+            else:
+                loaded = self.engine.load(target)
         except ModelError as exc:
             self.post_message(ModelLoadFailed(str(exc), first_load=first))
             return
-        self.post_message(ModelLoaded(loaded, time.perf_counter() - started))
+        self.post_message(ModelLoaded(loaded))
 
     def on_model_loaded(self, message: ModelLoaded) -> None:
         self._reloading = self._reload_failed = False
+        loaded = message.loaded
         if self.chat is not None:
             self.chat.set_status()
             done = "reloaded" if message.reloaded else "loaded"
-            self.chat.say(f"Model {message.path.name} {done} in {message.seconds:.2f} s.")
+            here = f" on {loaded.where.label}" if loaded.where.remote else ""
+            self.chat.say(f"Model {loaded.name}{here} {done} in {loaded.seconds:.2f} s.")
+            notice = self.engine.privacy_notice()
+            if notice is not None:
+                self.chat.say(f"⚠ {notice}", "error")
 
     def on_model_load_failed(self, message: ModelLoadFailed) -> None:
         reload, self._reloading = self._reloading, False
@@ -315,7 +320,7 @@ class TarsApp(App[None]):
         started = time.perf_counter()
         try:
             # A prompt sent meanwhile may have revived it already: then None.
-            revived = self.engine.revive() if isinstance(self.engine, ProcessEngine) else None
+            revived = self.engine.revive()
         except ModelError as exc:
             self.post_message(ModelLoadFailed(str(exc), first_load=True))
             return
@@ -324,7 +329,14 @@ class TarsApp(App[None]):
             error = self.engine.load_error or ModelError("no model loaded")
             self.post_message(ModelLoadFailed(str(error), first_load=True))
             return
-        self.post_message(ModelLoaded(path, time.perf_counter() - started, reloaded=True))
+        loaded = Loaded(
+            name=path.name,
+            profile=self.engine.profile.name,
+            where=where(self.engine.profile),
+            path=path,
+            seconds=time.perf_counter() - started,
+        )
+        self.post_message(ModelLoaded(loaded, reloaded=True))
 
     def on_system_sampled(self, message: SystemSampled) -> None:
         if self.chat is not None:
@@ -342,7 +354,7 @@ class TarsApp(App[None]):
 def make_app(
     config: Config,
     *,
-    engine: Engine | None = None,
+    engine: BackendEngine | None = None,
     store: ConversationStore | None = None,
     snapshot: SnapshotFn | None = None,
     node: NodeLink | None = None,

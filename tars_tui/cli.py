@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_argument(
         "--template", action="store_true", help="print the documented default config.toml instead"
     )
-    sub.add_parser("models", help="list the GGUF model files found on this machine")
+    sub.add_parser(
+        "models", help="list the model profiles (where each runs) and the GGUF files found here"
+    )
     sub.add_parser("doctor", help="check the model, GPU, audio and node set-up")
     tr = sub.add_parser("transcribe", help="transcribe an audio file through the voice pipeline")
     tr.add_argument("file", type=Path)
@@ -109,19 +111,37 @@ def _run_plain(config: Config, args: argparse.Namespace) -> int:
 
 
 def _run_ask(config: Config, args: argparse.Namespace) -> int:
-    from tars_assistant.llm import ChatMessage, LLMEngine, ModelError
+    from tars_assistant.backend_errors import BackendError
+    from tars_assistant.llm import ChatMessage, EngineBase, ModelError
+    from tars_assistant.model_router import ModelRouter
 
     question = sys.stdin.read() if args.question == "-" else args.question
     if not question.strip():
         print("tars ask: empty question", file=sys.stderr)
         return 1
-    engine = LLMEngine(config.llm)
-    try:
-        engine.load()
-        history = [ChatMessage(role="user", content=question.strip())]
-        for piece in engine.stream(config.llm.system_prompt, history):
+    engine = ModelRouter(config, process=False)
+    history = [ChatMessage(role="user", content=question.strip())]
+
+    def answer(by: EngineBase) -> None:
+        for piece in by.stream(engine.cfg.system_prompt, history):
             sys.stdout.write(piece)
             sys.stdout.flush()
+
+    try:
+        notice = engine.privacy_notice()
+        if notice is not None:
+            print(f"tars ask: {notice}", file=sys.stderr)
+        try:
+            engine.load()
+            answer(engine)
+        except BackendError as exc:
+            fallback = engine.fallback_engine() if exc.transient else None
+            if fallback is None:
+                raise
+            print(
+                f"\ntars ask: {exc}; {fallback.model_name} (the fallback) answers", file=sys.stderr
+            )
+            answer(fallback)
     except ModelError as exc:
         print(f"tars ask: {exc}", file=sys.stderr)
         return 1
@@ -142,9 +162,15 @@ def _run_config(config: Config, args: argparse.Namespace) -> int:
 
 
 def _run_models(config: Config, args: argparse.Namespace) -> int:
+    from tars_assistant import profiles
     from tars_assistant.model_discovery import find_gguf_models
+    from tars_assistant.model_listing import list_profiles, text
     from tars_assistant.model_memory import assess, free_memory, human_bytes
 
+    active = profiles.resolve(config).name
+    print("Model profiles ([llm] model picks one; * = it; ⇄ = not on this machine):")
+    print(text(list_profiles(config, active)))
+    print()
     found = find_gguf_models(config)
     configured = config.llm.model_path
     if configured and not Path(configured).expanduser().is_file():

@@ -3,6 +3,7 @@ depend on these, not on ``TarsApp`` or the chat screen, so nothing imports in a 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar, runtime_checkable
 
@@ -28,7 +29,7 @@ class ChatHost(Protocol):
     voice_error: str | None
     hold_to_talk: bool  # the terminal reports key releases: push-to-talk can be held
 
-    def load_model(self, path: Path | None = None) -> None: ...
+    def load_model(self, target: Path | str | None = None) -> None: ...
 
 
 @runtime_checkable
@@ -65,7 +66,14 @@ class CommandHost(Protocol):
         ...
 
     def choose_conversation(self, conversations: list[Conversation]) -> None: ...
-    def switch_model(self, path: Path) -> None: ...
+    def switch_model(self, target: Path | str) -> None:
+        """Load a GGUF file (a Path) or switch to a model profile (a name)."""
+        ...
+
+    def in_background(self, job: Callable[[], str]) -> None:
+        """Run ``job`` off the UI (it may wait on the network); say its Markdown result."""
+        ...
+
     def quit(self) -> None: ...
 
 

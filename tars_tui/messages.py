@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual.message import Message
 
 from node_daemon.sysinfo import SystemReading
+from tars_assistant.model_router import Loaded
 from tars_assistant.session import TurnResult
 from tars_assistant.speech.events import SpeechEvent
 from tars_assistant.voice.events import VoiceEvent
@@ -17,10 +17,9 @@ if TYPE_CHECKING:
 
 
 class ModelLoaded(Message):
-    def __init__(self, path: Path, seconds: float, *, reloaded: bool = False) -> None:
+    def __init__(self, loaded: Loaded, *, reloaded: bool = False) -> None:
         super().__init__()
-        self.path = path
-        self.seconds = seconds
+        self.loaded = loaded
         self.reloaded = reloaded  # after the model's process died
 
 
@@ -55,9 +54,20 @@ class ReplyFinished(Message):
 
 
 class ReplyFailed(Message):
-    def __init__(self, error: str) -> None:
+    def __init__(self, error: str, tail: str = "") -> None:
         super().__init__()
         self.error = error
+        self.tail = tail  # what the batcher still held: shown before the error
+
+
+class ReplyRerouted(Message):
+    """The model failed mid-turn and the fallback answers: ``note`` says so; ``tail`` is
+    the failed reply's last text. Chunks after this belong to the fallback's reply."""
+
+    def __init__(self, note: str, tail: str) -> None:
+        super().__init__()
+        self.note = note
+        self.tail = tail
 
 
 class ReplyInterrupted(Message):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,10 @@ from memory.conversation_store import Conversation, ConversationStore
 from memory.loop import LoopThread
 from memory.service import Memory
 from node_daemon.local import NodeStartError
-from tars_assistant.llm import LLMEngine, ModelError
+from tars_assistant.backend_errors import BackendError
+from tars_assistant.llm import ModelError
 from tars_assistant.memory_link import open_memory
+from tars_assistant.model_router import ModelRouter
 from tars_assistant.node_link import NodeLink
 from tars_assistant.session import ChatSession
 from tars_core.config import Config
@@ -108,14 +110,25 @@ class PlainHost:
             self.console.print(f"{i:3}. {describe_conversation(conv)}")
         self.say("Reopen one with /history N.")
 
-    def switch_model(self, path: Path) -> None:
+    def switch_model(self, target: Path | str) -> None:
+        router = self.session.engine
+        assert isinstance(router, ModelRouter)
         try:
-            with self.console.status(f"loading {path}…"):
-                self.session.engine.load(path)
+            with self.console.status(f"loading {target}…"):
+                loaded = router.select(target) if isinstance(target, str) else router.load(target)
         except ModelError as exc:
             self.say(f"{exc}. The previous model is still in use.", "error")
             return
-        self.say(f"Model {path.name} loaded.")
+        here = f" on {loaded.where.label}" if loaded.where.remote else ""
+        self.say(f"Model {loaded.name}{here} loaded.")
+        notice = router.privacy_notice()
+        if notice is not None:
+            self.say(notice, "error")
+
+    def in_background(self, job: Callable[[], str]) -> None:
+        with self.console.status("asking the model servers…"):
+            text = job()
+        self.say(text, "markdown")
 
     def quit(self) -> None:
         self.running = False
@@ -130,14 +143,20 @@ def run_plain(
 ) -> int:
     """The line-mode loop. The console and prompt I/O can be replaced (tests, pipes)."""
     console = console or Console(highlight=False)
-    engine = LLMEngine(config.llm)
+    # In this process: no UI to share a GIL with (or a model server: [llm] model).
+    engine = ModelRouter(config, process=False)
     store = ConversationStore(config.data_dir / "tars.db")
     session = ChatSession(config, engine, store)
     try:
         with console.status(f"loading {engine.model_name}…"):
             engine.load()
+    except BackendError as exc:
+        # A model server that is down now may be up for the first turn (or the fallback
+        # answers it): say so and go on.
+        console.print(f"tars: {exc}", style="red", markup=False)
     except ModelError as exc:
         console.print(f"tars: {exc}", style="red", markup=False)
+        engine.close()
         store.close()
         return 1
     link = NodeLink(config)
@@ -197,7 +216,10 @@ def _turn(host: PlainHost, text: str) -> None:
     console.print("[b]tars:[/] ", end="")
     # ctrl+c while streaming stops the reply within one token; what was generated
     # is kept and stored as cancelled, as Esc does in the TUI.
-    context, stages = _recall(host, text)
+    notice = host.session.engine.privacy_notice()
+    if notice is not None:
+        host.say(notice, "error")
+    context, stages = _recall(host, text) if host.session.engine.sends_memory else ("", {})
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
@@ -205,6 +227,7 @@ def _turn(host: PlainHost, text: str) -> None:
             text,
             on_piece=lambda p: console.print(p, end="", markup=False, highlight=False),
             should_stop=stop.is_set,
+            on_notice=lambda note: console.print(f"\n[{note}]\n", style="red", markup=False),
             context=context,
             stages=stages,
         )

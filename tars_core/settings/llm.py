@@ -14,6 +14,21 @@ DEFAULT_SYSTEM_PROMPT = (
 
 @dataclass(frozen=True)
 class LLMConfig:
+    model: str = setting(
+        "",
+        "The [models.NAME] profile that answers (or ollama:MODEL, found on Ollama's port); "
+        "empty = llama.cpp with model_path below.",
+    )
+    fallback: str = setting(
+        "",
+        "A profile that answers the same turn when the model's server is down, refuses, "
+        "times out or fails (after one retry); empty = none.",
+    )
+    ollama_url: str = setting(
+        "http://127.0.0.1:11434",
+        "Where to look for Ollama: its models appear as ollama:NAME profiles; empty = don't look.",
+        pattern=(r"|https?://[^\s/]+/?", "empty, or Ollama's root URL like http://127.0.0.1:11434"),
+    )
     model_path: str = setting("", "A GGUF file; empty = the bundled SmolLM2-135M-Instruct.")
     n_ctx: int = setting(4096, "Context window in tokens.", min=256, max=262144)
     n_threads: int = setting(

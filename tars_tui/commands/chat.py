@@ -6,9 +6,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from tars_assistant import profiles
 from tars_assistant.llm import ModelError, check_fits, check_gguf
 from tars_assistant.model_discovery import find_gguf_models
+from tars_assistant.model_listing import list_profiles, markdown
 from tars_assistant.model_memory import assess, free_memory, human_bytes
+from tars_core.config import Config
 from tars_tui.commands.registry import (
     HISTORY_LIST_SIZE,
     UsageError,
@@ -64,37 +67,57 @@ def _history(host: CommandHost, args: str) -> None:
 
 @command(
     "model",
-    "/model [PATH.gguf]",
-    "Show the model and the GGUF files found on this machine, or switch to PATH.",
+    "/model [NAME | PATH.gguf]",
+    "List the model profiles (where each runs, whether it answers) and the GGUF files "
+    "here, or switch to a profile or a file.",
 )
 def _model(host: CommandHost, args: str) -> None:
-    engine = host.session.engine
+    session = host.session
+    config = session.config
     if not args:
-        found = find_gguf_models(host.session.config)
-        current = engine.model_path
-        lines = [f"**Model:** `{current or engine.model_name}`", ""]
-        if found:
-            llm, free = host.session.config.llm, free_memory()
-            lines.append(
-                f"GGUF files found (switch with `/model PATH`; needs at n_ctx {llm.n_ctx}):"
-            )
-            for m in found:
-                fit = assess(
-                    m.path, llm.n_ctx, llm.n_gpu_layers, size_bytes=m.size_bytes, free=free
-                )
-                needs = f"needs {fit.needs}" + (
-                    f" — **does not fit:** {fit.problem}" if fit.problem else ""
-                )
-                lines.append(f"- `{m.path}` ({human_bytes(m.size_bytes)}, {m.source}; {needs})")
-        host.say("\n".join(lines), "markdown")
+        header = f"**Model:** `{session.engine.label}`"
+        active = getattr(session.engine, "profile", None)
+        active_name = active.name if active is not None else None
+
+        def listing() -> str:  # asks each server: off the UI thread
+            rows = list_profiles(config, active_name)
+            return "\n".join([header, "", markdown(rows), "", _gguf_markdown(config)])
+
+        host.in_background(listing)
         return
-    path = Path(args).expanduser()
+    if _is_path(args):
+        path = Path(args).expanduser()
+        try:
+            check_gguf(path)
+            check_fits(path, config.llm)
+        except ModelError as exc:
+            raise UsageError(str(exc)) from None
+        host.switch_model(path)
+        return
     try:
-        check_gguf(path)
-        check_fits(path, host.session.config.llm)
+        profiles.resolve(config, args)
     except ModelError as exc:
         raise UsageError(str(exc)) from None
-    host.switch_model(path)
+    host.switch_model(args)
+
+
+def _is_path(arg: str) -> bool:
+    return arg.lower().endswith(".gguf") or "/" in arg or arg.startswith("~")
+
+
+def _gguf_markdown(config: Config) -> str:
+    found = find_gguf_models(config)
+    if not found:
+        return "No GGUF files found here (see `tars models`)."
+    llm, free = config.llm, free_memory()
+    lines = [f"GGUF files found (switch with `/model PATH`; needs at n_ctx {llm.n_ctx}):"]
+    for m in found:
+        fit = assess(m.path, llm.n_ctx, llm.n_gpu_layers, size_bytes=m.size_bytes, free=free)
+        needs = f"needs {fit.needs}" + (
+            f" — **does not fit:** {fit.problem}" if fit.problem else ""
+        )
+        lines.append(f"- `{m.path}` ({human_bytes(m.size_bytes)}, {m.source}; {needs})")
+    return "\n".join(lines)
 
 
 @command(
@@ -137,7 +160,7 @@ def _stats(host: CommandHost, args: str) -> None:
     _no_args(args)
     s = host.session
     lat = s.latency
-    lines = [f"**Model:** `{s.engine.model_name}` · n_ctx {s.config.llm.n_ctx}", ""]
+    lines = [f"**Model:** `{s.engine.label}` · n_ctx {s.config.llm.n_ctx}", ""]
     lines.append("| Stage | last | p50 | p95 | n |\n|---|---|---|---|---|")
     for stage in lat.stages():
         vals = lat.values(stage)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,6 +21,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from memory.conversation_store import Conversation
 from memory.service import Memory
 from node_daemon.sysinfo import SystemReading
+from tars_assistant.backend_errors import BackendError
 from tars_assistant.llm import ModelError
 from tars_assistant.llm_process import ModelProcessDied
 from tars_assistant.model_gate import Claim
@@ -45,6 +46,7 @@ from tars_tui.messages import (
     ReplyFailed,
     ReplyFinished,
     ReplyInterrupted,
+    ReplyRerouted,
     SpeakerOpened,
     SpeechEventPosted,
     SpeechLevelPosted,
@@ -163,7 +165,7 @@ class ChatScreen(Screen[None]):
         conv = self.session.conversation
         title = conv.title if conv and conv.title else "new conversation"
         self.title = "TARS"
-        self.sub_title = f"{self.session.engine.model_name} · {self.session.project_name} · {title}"
+        self.sub_title = f"{self.session.engine.label} · {self.session.project_name} · {title}"
 
     def show_node(self, status: NodeStatus) -> None:
         self.node_label = status.label
@@ -228,14 +230,22 @@ class ChatScreen(Screen[None]):
 
         self.app.push_screen(HistoryScreen(conversations), opened)
 
-    def switch_model(self, path: Path) -> None:
+    def switch_model(self, target: Path | str) -> None:
         if self.generating:
             self.say(
                 "Wait for the reply to finish (or press Esc) before switching models.", "error"
             )
             return
-        self.say(f"Loading {path}…")
-        self.tars.load_model(path)
+        self.say(f"Loading {target}…")
+        self.tars.load_model(target)
+
+    def in_background(self, job: Callable[[], str]) -> None:
+        self._background_note(job)
+
+    @work(thread=True, group="command", exit_on_error=False)
+    def _background_note(self, job: Callable[[], str]) -> None:
+        text = job()
+        self.app.call_from_thread(self.say, text, "markdown")
 
     def quit(self) -> None:
         self.app.exit()
@@ -271,6 +281,9 @@ class ChatScreen(Screen[None]):
             self.query_one(PromptInput).load_text(text)
             return
         transcript = self.query_one(Transcript)
+        notice = self.session.engine.privacy_notice()
+        if notice is not None:
+            self.say(f"⚠ {notice}", "error")
         transcript.add_user(text)
         self._reply = transcript.add_assistant()
         transcript.scroll_end(animate=False)
@@ -292,7 +305,7 @@ class ChatScreen(Screen[None]):
         """Long-term memory first (in this loop: zmq.asyncio), then the model (a thread)."""
         context, stages = "", {}
         memory = self.tars.memory
-        if memory is not None:
+        if memory is not None and self.session.engine.sends_memory:
             self.set_status("remembering…  Esc stops")
             conv = self.session.conversation
             recall = await memory.semantic.recall(
@@ -324,19 +337,30 @@ class ChatScreen(Screen[None]):
             self.post_message(ReplyChunk(chunk))
 
         batcher = ChunkBatcher(self.session.config.ui.repaint_hz, emit)
+
+        def rerouted(note: str) -> None:
+            self.post_message(ReplyRerouted(note, batcher.drain()))
+
         try:
             result = self.session.run_turn(
                 text,
                 on_piece=self.speech.tee(batcher.add),  # spoken straight from this thread
                 should_stop=lambda: self._stop.is_set() or worker.is_cancelled,
+                on_notice=rerouted,
                 context=context,
                 stages=stages,
             )
         except ModelProcessDied as exc:
             self.post_message(ReplyInterrupted(str(exc), batcher.drain()))
             return
+        except BackendError as exc:
+            if exc.transient:  # cut off mid-reply: kept and marked, as a dead process
+                self.post_message(ReplyInterrupted(str(exc), batcher.drain()))
+            else:
+                self.post_message(ReplyFailed(str(exc), batcher.drain()))
+            return
         except ModelError as exc:
-            self.post_message(ReplyFailed(str(exc)))
+            self.post_message(ReplyFailed(str(exc), batcher.drain()))
             return
         self.post_message(ReplyFinished(result, batcher.drain()))
 
@@ -378,10 +402,23 @@ class ChatScreen(Screen[None]):
     async def on_reply_failed(self, message: ReplyFailed) -> None:
         reply, self._reply = self._reply, None
         if reply is not None:
+            if message.tail:
+                await reply.append(message.tail)
             await reply.finish(None, cancelled=False, error=message.error)
         self._end_turn()
         self.set_status()
         self.talk.reply_finished(self.speech.end_reply())
+
+    async def on_reply_rerouted(self, message: ReplyRerouted) -> None:
+        """The model failed and the fallback answers: close the failed reply (kept,
+        marked) and stream the fallback's into a new one."""
+        reply = self._reply
+        if reply is not None:
+            await reply.append(message.tail)
+            await reply.finish(None, cancelled=True, interrupted=message.note)
+        transcript = self.query_one(Transcript)
+        self._reply = transcript.add_assistant()
+        transcript.scroll_end(animate=False)
 
     async def on_reply_interrupted(self, message: ReplyInterrupted) -> None:
         """The model's process died mid-reply: keep the text, marked (the app reloads)."""
