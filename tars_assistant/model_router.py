@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from multiprocessing import resource_tracker
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,10 @@ class ModelRouter(EngineBase):
     ) -> None:
         self.config = config
         self._process = process
+        if process:
+            # A llama.cpp child may be spawned later, from inside a running Textual app:
+            # multiprocessing's helper must start now (see ProcessEngine.__init__).
+            resource_tracker.ensure_running()
         self._batch_interval_s = batch_interval_s
         try:
             self.profile = profiles.resolve(config, profile)
