@@ -214,6 +214,14 @@ class ConversationStore(Database):
             )
             _require(cursor, "project", project_id)
 
+    def set_project_model(self, project_id: int, model: str | None) -> None:
+        """The project's own model profile (None: the configured default)."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE projects SET model = ? WHERE id = ?", (model or None, project_id)
+            )
+            _require(cursor, "project", project_id)
+
     def set_project_summary(self, project_id: int, summary: str, at: float | None = None) -> None:
         """Store a project's summary with its date (default: now)."""
         with self._write() as conn:

@@ -168,7 +168,12 @@ def _v3_long_term_memory(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_v1_core, _v2_fts, _v3_long_term_memory]
+def _v4_project_model(conn: sqlite3.Connection) -> None:
+    """A project may have its own model profile ([models.NAME])."""
+    conn.execute("ALTER TABLE projects ADD COLUMN model TEXT")
+
+
+MIGRATIONS: list[Migration] = [_v1_core, _v2_fts, _v3_long_term_memory, _v4_project_model]
 
 
 def latest_version() -> int:

@@ -185,6 +185,11 @@ class ProjectStore:
         self.conversations.set_project_archived(project_id, archived)
         return self.get(project_id)
 
+    def set_model(self, project_id: int, model: str | None) -> Project:
+        self.get(project_id)
+        self.conversations.set_project_model(project_id, model)
+        return self.get(project_id)
+
     def describe(self, project_id: int, description: str) -> Project:
         self.get(project_id)
         self.conversations.set_project_description(project_id, description)

@@ -76,6 +76,7 @@ class Project:
     summary_at: float | None
     created_at: float
     archived: bool
+    model: str | None = None  # the project's own model profile; None = [llm] model
 
 
 @dataclass(frozen=True)

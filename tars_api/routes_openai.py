@@ -279,6 +279,23 @@ async def list_models(request: Request) -> dict[str, Any]:
         data.insert(0, entry) if is_loaded else data.append(entry)
     if loaded is not None and not any(d["tars"]["loaded"] for d in data):
         data.insert(0, _loaded_entry(rt, loaded))
+    elif loaded is None:  # a model server answers: its model first, as the one in use
+        where = rt.engine.where
+        data.insert(
+            0,
+            {
+                "id": rt.engine.model_name,
+                "object": "model",
+                "created": int(rt.started_at),
+                "owned_by": where.label,
+                "tars": {
+                    "loaded": True,
+                    "profile": rt.engine.profile.name,
+                    "backend": rt.engine.profile.backend,
+                    "remote": where.remote,
+                },
+            },
+        )
     return {"object": "list", "data": data}
 
 

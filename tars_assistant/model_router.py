@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import threading
 import time
-from multiprocessing import resource_tracker
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 

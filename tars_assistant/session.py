@@ -34,7 +34,7 @@ from tars_assistant.telemetry import LatencySeries
 from tars_core.config import Config
 
 CHECKPOINT_INTERVAL_S = 1.0
-RETRY_DELAY_S = 0.25  # before the one retry of a transient failure
+RETRY_DELAY_S = 0.1  # before the one retry of a transient failure (a restarting server)
 T = TypeVar("T")
 STAGES = ("ttft_ms", "tokens_per_s", "total_ms")
 
@@ -84,6 +84,17 @@ class ChatSession:
         """Make ``project_id`` active and reopen its latest conversation (or start one)."""
         self.project_id = project_id
         self.conversation = self.store.latest_conversation(project_id=project_id)
+
+    def wanted_model(self) -> str | None:
+        """The profile the active project asks for (its own, else ``[llm] model``), when
+        the engine runs another one; None when it already runs it (or cannot switch)."""
+        active = getattr(self.engine, "profile", None)
+        if active is None:
+            return None
+        project = self.store.get_project(self.project_id)
+        wanted = (project.model if project is not None else None) or self.config.llm.model
+        wanted = wanted or "local"
+        return None if wanted == active.name else wanted
 
     def new_conversation(self) -> None:
         """Start afresh; the conversation row is created with its first message."""

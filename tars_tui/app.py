@@ -120,7 +120,10 @@ class TarsApp(App[None]):
         self.chat = ChatScreen(self.session)
         self.push_screen(self.chat)
         self.engine.on_death = self._model_died
-        if not self.engine.is_ready:
+        wanted = self.session.wanted_model()  # the reopened project's own model
+        if wanted is not None:
+            self.load_model(wanted)
+        elif not self.engine.is_ready:
             self.load_model()
         self.sampler.start()
         self.read_builds()

@@ -149,7 +149,12 @@ def run_plain(
     session = ChatSession(config, engine, store)
     try:
         with console.status(f"loading {engine.model_name}…"):
-            engine.load()
+            session.reopen_last()
+            wanted = session.wanted_model()  # the reopened project's own model
+            if wanted is not None:
+                engine.select(wanted)
+            else:
+                engine.load()
     except BackendError as exc:
         # A model server that is down now may be up for the first turn (or the fallback
         # answers it): say so and go on.

@@ -26,6 +26,7 @@ from memory.project_store import ProjectError, ProjectInfo
 from memory.retrieval import SEARCH_MODES, SearchMode
 from memory.semantic import MEMORY_KINDS
 from memory.service import Memory
+from tars_assistant import profiles
 from tars_assistant.llm import ModelError
 from tars_assistant.model_gate import GateClosed, yielding_summarizer
 from tars_tui.commands import registry as commands
@@ -239,7 +240,8 @@ async def _search_memories(
 
 PROJECTS_USAGE = (
     "/projects [new NAME [DESCRIPTION] | rename [NAME] NEW | archive [NAME] | unarchive NAME "
-    "| describe TEXT | show [NAME] | summarize [NAME | all] | archived]"
+    "| describe TEXT | model [PROFILE | default] | show [NAME] | summarize [NAME | all] "
+    "| archived]"
 )
 
 
@@ -291,6 +293,8 @@ def _projects(host: CommandHost, args: str) -> None:
         elif verb == "describe":
             projects.describe(active, rest)
             mhost.say("Description saved.")
+        elif verb == "model":
+            _project_model(mhost, rest)
         elif verb == "show":
             target = projects.find(rest) if rest else projects.get(active)
             mhost.say(project_details(memory, target.id), "markdown")
@@ -308,6 +312,28 @@ def _projects(host: CommandHost, args: str) -> None:
             raise UsageError(f"unknown /projects action {verb!r}")
     except ProjectError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _project_model(host: MemoryHost, name: str) -> None:
+    """``/projects model [NAME | default]``: the active project's own model profile."""
+    session = host.session
+    project = session.store.get_project(session.project_id)
+    assert project is not None
+    if not name:
+        own = project.model or "none: [llm] model's"
+        host.say(f"Project “{project.name}” model: {own}.")
+        return
+    chosen = None if name == "default" else name
+    if chosen is not None:
+        try:
+            profiles.resolve(session.config, chosen)
+        except ModelError as exc:
+            raise UsageError(str(exc)) from None
+    session.store.set_project_model(project.id, chosen)
+    host.say(f"Project “{project.name}” now uses {chosen or 'the default model'}.")
+    wanted = session.wanted_model()
+    if wanted is not None:
+        host.switch_model(wanted)
 
 
 def _quoted(name: str) -> str:
@@ -349,6 +375,9 @@ def _project(host: CommandHost, args: str) -> None:
 def switch_project(host: MemoryHost, memory: Memory, project_id: int) -> None:
     host.session.switch_project(project_id)
     host.reload_view()
+    wanted = host.session.wanted_model()
+    if wanted is not None:  # the project's own model (or back to the default)
+        host.switch_model(wanted)
     info = memory.projects.info(project_id)
     host.say(
         f"Project “{info.name}”: {info.conversations} conversations, {info.memories} memories, "

@@ -25,7 +25,11 @@ STAGE_LABELS = {
     "talk_turn_ms": ("you→TARS", "ms"),  # hands-free: end of your speech -> first audio
     "retrieval_ms": ("retrieval", "ms"),
     "node_rtt_ms": ("node RTT", "ms"),
+    # A model server that reports its prompt time: the rest of the TTFT is the network
+    # and its queue (http_engine.py). Shown only once a reply has it.
+    "network_ms": ("network", "ms"),
 }
+ONLY_WHEN_REPORTED = ("network_ms",)
 
 
 class LatencyPanel(Vertical):
@@ -52,6 +56,8 @@ class LatencyPanel(Vertical):
         lines = []
         for stage, (label, unit) in STAGE_LABELS.items():
             last = self.series.last(stage)
+            if last is None and stage in ONLY_WHEN_REPORTED:
+                continue
             spec = ".2f" if stage == "tts_rtf" else ",.0f"  # a real-time factor is ~0.1
             value = f"{last:{spec}} {unit}" if last is not None else "—"
             p50 = self.series.percentile(stage, 50)

@@ -39,7 +39,7 @@ n_ctx = 1024
 max_tokens = 16
 seed = 1
 temperature = 0.0
-
+{llm_extra}
 [node]
 endpoint = "{node}"
 timeout_s = 3.0
@@ -134,20 +134,27 @@ def tars(
 
 
 def start_server(
-    root: Path, *, node: str = "off", extra: str = "", wait_node: bool = False
+    root: Path,
+    *,
+    node: str = "off",
+    extra: str = "",
+    wait_node: bool = False,
+    llm_extra: str = "",
+    env: dict[str, str] | None = None,
 ) -> Server:
     root.mkdir(parents=True, exist_ok=True)
     keys_file = root / "keys.json"
     config = root / "config.toml"
     config.write_text(
-        BASE_CONFIG.format(data=root / "data", node=node, keys=keys_file) + extra,
+        BASE_CONFIG.format(data=root / "data", node=node, keys=keys_file, llm_extra=llm_extra)
+        + extra,
         encoding="utf-8",
     )
     keys = KeyStore(keys_file)
     key = keys.new("tests")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tars_tui.cli", "--config", str(config), "serve", "--port", "0"],
-        env=server_env(root),
+        env={**server_env(root), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

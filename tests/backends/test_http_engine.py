@@ -246,3 +246,48 @@ def test_a_server_killed_mid_stream_keeps_the_partial_reply(
         assert reply.text
     finally:
         engine.close()
+
+
+def test_tool_calls_stream_through_as_openai_sends_them(fault: Fault) -> None:
+    # A stand-in replaying OpenAI's documented stream of a tool call: the bundled
+    # SmolLM2's chat template declares no tools, so llama-server never makes one with it.
+    import json
+
+    deltas = [
+        {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                         "function": {"name": "get_time", "arguments": ""}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]},
+    ]  # fmt: skip
+
+    def respond(h: BaseHTTPRequestHandler) -> None:
+        if h.path.endswith("/models"):
+            send_json(h, 200, MODELS)
+            return
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.send_header("Connection", "close")
+        h.end_headers()
+        for d in deltas:
+            h.wfile.write(
+                f"data: {json.dumps({'choices': [{'index': 0, 'delta': d}]})}\n\n".encode()
+            )
+        end = {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+        h.wfile.write(f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
+
+    server = fault(respond)
+    tools = [{"type": "function", "function": {"name": "get_time", "parameters": {}}}]
+    engine = OpenAIEngine(profile(server.url))
+    try:
+        reply = Reply()
+        list(engine.stream("", ASK, reply=reply, tools=tools))  # type: ignore[arg-type]
+        assert reply.finish_reason == "tool_calls" and reply.text == ""
+        (call,) = reply.tool_calls
+        assert (call.id, call.name, json.loads(call.arguments)) == (
+            "call_1",
+            "get_time",
+            {"city": "Paris"},
+        )
+        assert '"tools"' in server.requests[-1] or "get_time" in server.requests[-1]
+    finally:
+        engine.close()

@@ -82,7 +82,7 @@ n_ctx = 2048
             "[models.x] api_key_file",
             "not both",
         ),
-        ('[models."bad name"]\nbackend = "openai"\n', '[models.bad name]', "a profile name"),
+        ('[models."bad name"]\nbackend = "openai"\n', "[models.bad name]", "a profile name"),
     ],
 )
 def test_a_bad_profile_names_the_file_the_key_and_what_was_expected(

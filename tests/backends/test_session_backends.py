@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 def configured(tmp_path: Path, primary_url: str, *, fallback: bool, extra: str = "") -> Config:
     text = f"""
 [storage]
-data_dir = "{tmp_path / 'data'}"
+data_dir = "{tmp_path / "data"}"
 
 [llm]
 model = "srv"
@@ -34,7 +34,7 @@ max_tokens = 24
 temperature = 0.0
 seed = 1
 ollama_url = ""
-{'fallback = "here"' if fallback else ''}
+{'fallback = "here"' if fallback else ""}
 
 [models.srv]
 backend = "openai"

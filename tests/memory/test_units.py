@@ -27,7 +27,7 @@ def test_a_version_2_database_is_upgraded_and_keeps_its_data(tmp_path: Path) -> 
         raw.execute("INSERT INTO conversations (project_id, title, created_at, updated_at)"
                     " VALUES (1, 'old talk', 1.0, 1.0)")  # fmt: skip
     with ConversationStore(db) as conv, MemoryStore(db) as store:
-        assert conv.schema_version() == migrations.latest_version() == 3
+        assert conv.schema_version() == migrations.latest_version() == 4
         assert conv.list_conversations()[0].title == "old talk"
         assert len(store.instance) == 8 and store.pending_count() == 0
     with MemoryStore(db) as again:  # the instance id is the database's, for good

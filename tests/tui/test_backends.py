@@ -168,3 +168,65 @@ async def test_the_fallback_answers_when_the_server_is_down(config: Config) -> N
         assert conv is not None
         models = [m.model for m in app.store.messages(conv.id) if m.role == "assistant"]
         assert models[-1] == SMOLLM
+
+
+async def test_a_project_keeps_its_own_model(config: Config, server: LlamaServer) -> None:
+    # Projects live in SQLite; a node nobody runs is enough for the memory commands.
+    app = make_app(on_server(config, server.v1, node=f"tcp://127.0.0.1:{free_port()}"))
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.chat is not None
+        await wait_until(pilot, lambda: app.engine.is_ready, what="the model server")
+
+        async def command(text: str) -> None:
+            app.chat.query_one("PromptInput").insert(text)  # type: ignore[union-attr, attr-defined]
+            await pilot.press("enter")
+            await pilot.pause()
+
+        def on(kind: type) -> bool:
+            return isinstance(app.engine.current, kind) and app.engine.is_ready
+
+        await command("/projects new work")
+        await command("/project work")
+        assert isinstance(app.engine.current, OpenAIEngine)  # no model of its own: [llm]'s
+        await command("/projects model here")
+        await wait_until(pilot, lambda: on(ProcessEngine), what="the project's model")
+        await command("/project default")
+        await wait_until(pilot, lambda: on(OpenAIEngine), what="back to [llm] model")
+        await command("/project work")
+        await wait_until(pilot, lambda: on(ProcessEngine), what="the project's model again")
+        project = app.store.project_by_name("work")
+        assert project is not None and project.model == "here"  # kept in SQLite
+        await command("/projects model nope")
+        assert any("no model profile 'nope'" in t for t in texts(app, Note))
+
+
+def test_plain_mode_chats_on_a_model_server_and_switches(
+    config: Config, server: LlamaServer
+) -> None:
+    import io
+
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+    from rich.console import Console
+
+    from memory.conversation_store import ConversationStore
+    from tars_tui.plain import run_plain
+
+    config = on_server(config, server.v1)
+    out = io.StringIO()
+    with create_pipe_input() as pipe:
+        pipe.send_text("Say hello\r/model\r/model here\rSay hi again\r/quit\r")
+        code = run_plain(
+            config, console=Console(file=out, width=160), prompt_input=pipe,
+            prompt_output=DummyOutput(),
+        )  # fmt: skip
+    text = out.getvalue()
+    assert code == 0, text
+    assert "Model profiles" in text and "srv" in text and "answers" in text
+    assert f"Model {SMOLLM} loaded" in text  # the switch to llama.cpp here
+    with ConversationStore(config.data_dir / "tars.db") as store:
+        conv = store.latest_conversation()
+        assert conv is not None
+        replies = [m for m in store.messages(conv.id) if m.role == "assistant"]
+    assert [m.status for m in replies] == ["complete", "complete"]
+    assert all(m.text for m in replies)
