@@ -43,11 +43,19 @@ def exit_code(proc: SpawnProcess) -> int | None:
 def reaped_code(proc: SpawnProcess, timeout: float = REAP_WAIT_S) -> int | None:
     """The exit code of a child that is exiting, waiting up to ``timeout`` for it.
     Two threads may reap at once (the watcher and the one that saw the pipe close):
-    the loser's waitpid finds nothing, and the code shows up a moment later."""
+    the loser's waitpid finds nothing, and the code shows up a moment later. None at
+    once when the process object was closed meanwhile: whoever closed it had the code
+    and recorded it (``ChildWatch.record``)."""
     deadline = time.monotonic() + timeout
-    while (code := exit_code(proc)) is None and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        try:
+            code = proc.exitcode
+        except ValueError:
+            return None
+        if code is not None:
+            return code
         time.sleep(0.01)
-    return code
+    return None
 
 
 class ChildWatch:
@@ -60,10 +68,19 @@ class ChildWatch:
         # Set by the parent when it ended the child for a reason of its own (it hung).
         self.reason: str | None = None
         self.code: int | None = None
+        self._code_lock = threading.Lock()
         sentinel = os.dup(proc.sentinel)
         threading.Thread(
             target=self._wait, args=(sentinel,), name=f"watch-{proc.pid}", daemon=True
         ).start()
+
+    def record(self, code: int | None) -> None:
+        """The exit code, from whichever thread learnt it first; never unset again.
+        (The flaky "exit code unknown": the watcher, reading a process object the
+        other thread had just closed, used to overwrite the code it had recorded.)"""
+        with self._code_lock:
+            if self.code is None and code is not None:
+                self.code = code
 
     def asked_to_stop(self) -> None:
         """The parent ends the child itself: its exit is no news."""
@@ -80,7 +97,7 @@ class ChildWatch:
             os.close(sentinel)
         # The sentinel closes as the child exits, a moment before it can be reaped.
         if self.code is None:
-            self.code = reaped_code(self._proc)
+            self.record(reaped_code(self._proc))
         if not self._asked.is_set():
             self._on_death(self.death_message())
 

@@ -531,7 +531,15 @@ class OpenAIEngine(EngineBase):
             ids = await self._model_ids()
         except BackendError as exc:
             return exc
-        return self._unknown_model(self._served or self.profile.model, ids)
+        model = self._served or self.profile.model
+        if model in ids:  # the model is there: it is the path that is not
+            return BackendError(
+                f"{self.server} has no chat completions at {self.base_url}/chat/completions: "
+                f"check [models.{self.profile.name}] base_url",
+                kind="request",
+                status=404,
+            )
+        return self._unknown_model(model, ids)
 
     def _unknown_model(self, model: str | None, ids: Sequence[str]) -> BackendError:
         has = ", ".join(ids[:20]) + (" …" if len(ids) > 20 else "") if ids else "none"

@@ -304,7 +304,10 @@ class ProcessEngine(EngineBase):
                 proc.join(CLOSE_TIMEOUT_S)
             # ChildWatch's thread may reap the child at the same moment (two waitpid
             # calls race; the loser sees "still running" once): the process is gone
-            # either way, and close() only frees the object's handles.
+            # either way, and close() only frees the object's handles. The code is
+            # handed to the watcher first: after close() it can no longer read it.
+            if watch is not None:
+                watch.record(exit_code(proc))
             with contextlib.suppress(ValueError):
                 proc.close()
 
@@ -318,7 +321,7 @@ class ProcessEngine(EngineBase):
                 proc.join(CLOSE_TIMEOUT_S)  # it is dying: wait for its exit code
         if watch is not None:
             if proc is not None and watch.code is None:
-                watch.code = reaped_code(proc) if reason is None else exit_code(proc)
+                watch.record(reaped_code(proc) if reason is None else exit_code(proc))
             watch.reason = reason
             what = watch.death_message()
         if self._model is not None:

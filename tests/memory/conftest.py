@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,8 +146,11 @@ class Host:
     def choose_conversation(self, conversations: list[Conversation]) -> None:
         self.chosen = conversations
 
-    def switch_model(self, path: Path) -> None:
+    def switch_model(self, target: Path | str) -> None:
         pass
+
+    def in_background(self, job: Callable[[], str]) -> None:
+        self.say(job(), "markdown")
 
     def quit(self) -> None:
         pass

@@ -65,8 +65,11 @@ class HostScreen(Screen[None]):
     def choose_conversation(self, conversations: list[Conversation]) -> None:
         pass
 
-    def switch_model(self, path: Path) -> None:
+    def switch_model(self, target: Path | str) -> None:
         pass
+
+    def in_background(self, job: Callable[[], str]) -> None:
+        self.say(job(), "markdown")
 
     def quit(self) -> None:
         self.app.exit()

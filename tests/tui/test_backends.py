@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -230,3 +231,52 @@ def test_plain_mode_chats_on_a_model_server_and_switches(
         replies = [m for m in store.messages(conv.id) if m.role == "assistant"]
     assert [m.status for m in replies] == ["complete", "complete"]
     assert all(m.text for m in replies)
+
+
+@pytest.mark.audio
+async def test_voice_in_and_spoken_replies_on_a_model_server(
+    config: Config, server: LlamaServer, tmp_path: Path
+) -> None:
+    from tars_assistant.voice import synth
+    from tars_tui.widgets.transcript import UserMessage
+
+    if synth.missing_tools():
+        pytest.skip(f"needs {', '.join(synth.missing_tools())} (make installs them)")
+    sentence = "Please remind me to water the garden tomorrow morning"
+    clip = synth.compose(synth.speak(sentence, voice="en-us", speed=150), sentence, lead_s=0.6)
+    mic = synth.write_wav(tmp_path / "utterance.wav", clip.samples)
+    out = tmp_path / "reply.wav"
+    config = on_server(config, server.v1)
+    config = dataclasses.replace(
+        config,
+        voice=dataclasses.replace(config.voice, input_device=f"file:{mic}", auto_send=True),
+        tts=dataclasses.replace(config.tts, enabled=True, output_device=f"file:{out}"),
+    )
+    app = make_app(config)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.chat
+        assert screen is not None
+        await wait_until(
+            pilot,
+            lambda: (
+                app.voice is not None and app.engine.is_ready and screen.speech.speaker is not None
+            ),
+            timeout=120,
+            what="voice, the model server and the speaker",
+        )
+        await pilot.press("ctrl+space")  # push to talk: the file plays as the microphone
+        await wait_until(
+            pilot,
+            lambda: any("garden" in str(u.render()).lower() for u in screen.query(UserMessage)),
+            timeout=60,
+            what="the spoken prompt, sent",
+        )
+        await wait_until(pilot, lambda: not screen.generating, timeout=120, what="the reply")
+        reply = list(screen.query(AssistantMessage))[-1]
+        assert reply.text.strip()
+        speaker = screen.speech.speaker
+        assert speaker is not None
+        await wait_until(pilot, lambda: not speaker.busy, timeout=60, what="the reply spoken")
+        assert out.is_file() and out.stat().st_size > 44 + 16000  # real audio, not a header
+        stored = app.store.messages(app.session.conversation.id)[-1]  # type: ignore[union-attr]
+        assert stored.model == SMOLLM and stored.text == reply.text

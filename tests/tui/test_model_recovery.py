@@ -19,8 +19,8 @@ from .test_chat_app import SIZE, chat, notes, send, settle
 
 
 def engine_of(app: TarsApp) -> ProcessEngine:
-    assert isinstance(app.engine, ProcessEngine)
-    return app.engine
+    assert isinstance(app.engine.current, ProcessEngine)  # behind the model router
+    return app.engine.current
 
 
 async def test_kill_9_mid_reply_keeps_it_interrupted_reloads_and_answers_next(

@@ -57,7 +57,7 @@ async def test_a_prompt_sent_during_a_summary_is_answered_first(
 
     gate = app.session.model_gate
     async with app.run_test(size=SIZE, message_hook=hook) as pilot:
-        engine = app.engine
+        engine = app.engine.current  # behind the model router
         assert isinstance(engine, ProcessEngine)
         await wait_until(pilot, lambda: engine.is_ready, what="model load")
         screen = chat(app)
