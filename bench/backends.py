@@ -9,8 +9,9 @@ thread) is driven three ways, in interleaved rounds so machine noise hits every 
 
 Same prompt, same number of tokens (end of text banned with logit_bias), temperature 0.
 Every side is timed the same way, by its reader: TTFT = first text piece after the
-request; tok/s = (tokens - 1) / (last piece - first piece). Goals: tok/s ratio >= 0.97
-and TTFT added <= 10 ms p50, for both TARS sides.
+request; tok/s = (tokens - 1) / (last piece - first piece). Goals, for both TARS sides,
+each run paired with the direct run of its round: tok/s ratio >= 0.97 and TTFT added
+<= 10 ms, medians over the rounds.
 
 Fallback: a turn whose primary profile is a dead port and whose fallback is the same
 server, through ``ChatSession`` (one retry, then the fallback): time from the request
@@ -187,8 +188,8 @@ def direct_session_once(session: ChatSession) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--tokens", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--tokens", type=int, default=192)
     ap.add_argument("--fallback-turns", type=int, default=7)
     args = ap.parse_args()
     model = bundled_model_path()
@@ -228,12 +229,18 @@ def main() -> None:
         for side in ("engine", "serve"):
             ttft = med(t for t, _ in sides[side])
             tps = med(s for _, s in sides[side])
+            # Each round's run beside the direct run of the same round: this machine's
+            # speed drifts by several per cent over a minute, within a round far less.
+            paired = med(s / d for (_, s), (_, d) in zip(sides[side], sides["direct"], strict=True))
+            added = med(t - d for (t, _), (d, _) in zip(sides[side], sides["direct"], strict=True))
             result[side] = {
                 "ttft_ms_p50": round(ttft, 1),
                 "tok_s_p50": round(tps, 1),
-                "tok_s_ratio": round(tps / base_tps, 3),
+                "tok_s_ratio_of_medians": round(tps / base_tps, 3),
+                "tok_s_ratio_paired": round(paired, 3),
                 "ttft_added_ms_p50": round(ttft - base_ttft, 1),
-                "goal_met": tps / base_tps >= 0.97 and ttft - base_ttft <= 10.0,
+                "ttft_added_ms_paired_p50": round(added, 1),
+                "goal_met": paired >= 0.97 and added <= 10.0,
             }
         result["fallback"] = fallback_figures(tmp, v1, args.fallback_turns)
         print(_json(result))

@@ -243,17 +243,31 @@ class OpenAIEngine(EngineBase):
         pieces = 0
         end = _StreamEnd()
         calls: dict[int, ToolCall] = {}
+        held: list[tuple[str, Any]] = []  # an event read while gathering pieces
         try:
             while True:
                 if should_stop():
                     reply.cancelled = True
                     break
                 try:
-                    kind, payload = events.get(timeout=POLL_S)
+                    kind, payload = held.pop() if held else events.get(timeout=POLL_S)
                 except queue.Empty:
                     continue
                 if kind == "piece":
-                    pieces += 1
+                    # Pieces that arrived while the reader was busy go on as one: a slow
+                    # reader (an API stream, a repaint) never falls behind the server.
+                    count = 1
+                    while True:
+                        try:
+                            more = events.get_nowait()
+                        except queue.Empty:
+                            break
+                        if more[0] != "piece":
+                            held.append(more)
+                            break
+                        payload += more[1]
+                        count += 1
+                    pieces += count
                     t_last = time.perf_counter()
                     if t_first is None:
                         t_first = t_last
