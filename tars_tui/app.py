@@ -30,7 +30,6 @@ from tars_assistant.voice.commands import voice_problems
 from tars_assistant.voice.events import ErrorEvent, VoiceEvent
 from tars_assistant.voice.ptt import PushToTalk
 from tars_core.config import Config
-from tars_tui.driver import driver_class, push_to_talk_keys
 from tars_tui.messages import (
     KeyReleased,
     KeyReleasesReported,
@@ -45,6 +44,7 @@ from tars_tui.messages import (
 )
 from tars_tui.palette import SlashCommands
 from tars_tui.screens.chat import ChatScreen
+from tars_tui.voice.driver import driver_class, push_to_talk_keys
 
 NODE_POLL_S = 2.0
 # A model process that dies this often is not reloaded again by itself (like systemd's
@@ -70,7 +70,7 @@ class TarsApp(App[None]):
     ) -> None:
         super().__init__()
         self.config = config
-        # Hold-to-talk where the terminal reports key releases (tars_tui/driver.py).
+        # Hold-to-talk where the terminal reports key releases (tars_tui/voice/driver.py).
         self.driver_class = driver_class(push_to_talk_keys(config.voice.ptt_key), self.driver_class)
         self.hold_to_talk = False
         # The model generates in a child process: Textual's rendering and llama.cpp's
@@ -181,7 +181,7 @@ class TarsApp(App[None]):
         self.post_message(VoiceEventPosted(event))
 
     def push_to_talk_down(self) -> None:
-        """From the driver's input thread (tars_tui/driver.py EarlyKeys): silence TARS now."""
+        """From the driver's input thread (tars_tui/voice/driver.py EarlyKeys): silence TARS now."""
         chat = self.chat
         if chat is not None:
             chat.speech.stop()

@@ -78,7 +78,7 @@ class CommandHost(Protocol):
 
 
 class ChatView(Protocol):
-    """The chat screen as its helpers see it (tars_tui/speech_control.py, talk.py)."""
+    """The chat screen as its helpers see it (tars_tui/voice/speech_control.py, talk.py)."""
 
     session: ChatSession
     generating: bool

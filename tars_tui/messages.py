@@ -116,7 +116,7 @@ class SystemSampled(Message):
 
 
 class KeyReleased(Message):
-    """A push-to-talk key went up (only terminals that report releases; tars_tui/driver.py)."""
+    """A push-to-talk key went up (only terminals that report releases; voice/driver.py)."""
 
     def __init__(self, key: str) -> None:
         super().__init__()

@@ -38,7 +38,6 @@ from tars_assistant.voice.events import (
 from tars_tui import commands
 from tars_tui.batching import ChunkBatcher
 from tars_tui.commands import Style
-from tars_tui.driver import push_to_talk_keys
 from tars_tui.host import ChatHost
 from tars_tui.memory_views import View
 from tars_tui.messages import (
@@ -54,12 +53,13 @@ from tars_tui.messages import (
 from tars_tui.panels_control import PanelsControl
 from tars_tui.screens.history import HistoryScreen
 from tars_tui.screens.memory import push_memory_view
-from tars_tui.speech_control import SpeechControl
-from tars_tui.talk import TalkControl
+from tars_tui.voice.driver import push_to_talk_keys
+from tars_tui.voice.speech_control import SpeechControl
+from tars_tui.voice.talk import TalkControl
+from tars_tui.voice.widgets import SpeechBar, VoicePrompt
 from tars_tui.widgets.panels import PanelSummary, SidePanels
 from tars_tui.widgets.prompt import CompletionList, PromptInput
 from tars_tui.widgets.transcript import AssistantMessage, Transcript
-from tars_tui.widgets.voice import SpeechBar, VoicePrompt
 
 
 class StatusLine(Static):
@@ -488,7 +488,7 @@ class ChatScreen(Screen[None]):
     # -- voice ---------------------------------------------------------------
 
     def action_voice(self) -> None:
-        """The push-to-talk key: start listening, or stop and transcribe (tars_tui/talk.py)."""
+        """The push-to-talk key: start listening, or stop and transcribe (voice/talk.py)."""
         self.talk.pressed()
 
     def on_voice(self, event: VoiceEvent) -> None:
@@ -542,7 +542,7 @@ class ChatScreen(Screen[None]):
         prompt.display = True
         prompt.focus()
 
-    # -- speech (tars_tui/speech_control.py) -----------------------------------
+    # -- speech (tars_tui/voice/speech_control.py) -----------------------------------
 
     def on_speaker_opened(self, message: SpeakerOpened) -> None:
         self.speech.opened(message)

@@ -14,8 +14,8 @@ from textual import events
 from textual.app import App, ComposeResult
 from textual.widgets import Static
 
-from tars_tui.driver import driver_class
 from tars_tui.messages import KeyReleased, KeyReleasesReported
+from tars_tui.voice.driver import driver_class
 
 
 class Host(App[None]):

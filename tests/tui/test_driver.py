@@ -18,7 +18,8 @@ from textual import events
 from textual._xterm_parser import XTermParser
 from textual.message import Message
 
-from tars_tui.driver import (
+from tars_tui.messages import KeyReleased
+from tars_tui.voice.driver import (
     ENABLE_EVENT_TYPES,
     QUERY_FLAGS,
     KeyReleaseParser,
@@ -26,7 +27,6 @@ from tars_tui.driver import (
     push_to_talk_keys,
     release_reporting_possible,
 )
-from tars_tui.messages import KeyReleased
 
 REPO = Path(__file__).resolve().parents[2]
 

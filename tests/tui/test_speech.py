@@ -22,10 +22,10 @@ from tars_core.config import Config
 from tars_tui.app import TarsApp, make_app
 from tars_tui.messages import KeyReleased, KeyReleasesReported
 from tars_tui.screens.chat import ChatScreen
+from tars_tui.voice.widgets import FLOOR_DB, SpeechBar, VoicePrompt
 from tars_tui.widgets.panels import LatencyPanel
 from tars_tui.widgets.prompt import PromptInput
 from tars_tui.widgets.transcript import AssistantMessage, Note, UserMessage
-from tars_tui.widgets.voice import FLOOR_DB, SpeechBar, VoicePrompt
 
 from .conftest import wait_until
 from .speech_support import ROOM_DBFS, LoopbackSink, ScriptedMicrophone

@@ -11,9 +11,9 @@ import pytest
 from tars_assistant.voice import synth
 from tars_core.config import Config
 from tars_tui.app import TarsApp, make_app
+from tars_tui.voice.widgets import VoicePrompt
 from tars_tui.widgets.prompt import PromptInput
 from tars_tui.widgets.transcript import AssistantMessage, Note, UserMessage
-from tars_tui.widgets.voice import VoicePrompt
 
 from .conftest import wait_until
 

@@ -3,7 +3,7 @@ hands-free conversation loop (``/talk``), whose logic lives in
 :mod:`tars_assistant.voice.hands_free`; this is its host.
 
 Push-to-talk: a press starts listening and, where the terminal reports key
-releases (tars_tui/driver.py), letting go after holding it finishes the
+releases (tars_tui/voice/driver.py), letting go after holding it finishes the
 utterance; a quick tap (under :data:`TAP_S`) latches, like the toggle every other
 terminal gets, so the next press finishes. Either way the end of speech ends the
 utterance by itself. Pressed while TARS speaks, it stops the speech first
@@ -18,9 +18,9 @@ from tars_assistant.voice.echo import GuardedSource
 from tars_assistant.voice.events import FinalEvent, VoiceEvent
 from tars_assistant.voice.hands_free import HandsFree, Phase
 from tars_tui.host import ChatView
-from tars_tui.speech_control import SpeechControl
+from tars_tui.voice.speech_control import SpeechControl
+from tars_tui.voice.widgets import SpeechBar, VoicePrompt
 from tars_tui.widgets.prompt import PromptInput
-from tars_tui.widgets.voice import SpeechBar, VoicePrompt
 
 TAP_S = 0.35  # a press released sooner than this latches instead of holding
 

@@ -30,7 +30,7 @@ from tars_assistant.speech.speaker import BLOCK_S, LEVEL_EVERY_BLOCKS, Speaker
 from tars_assistant.voice.echo import PlaybackLevels
 from tars_tui.host import ChatView
 from tars_tui.messages import SpeakerOpened, SpeechEventPosted, SpeechLevelPosted
-from tars_tui.widgets.voice import SpeechBar
+from tars_tui.voice.widgets import SpeechBar
 
 LEVEL_PERIOD_S = BLOCK_S * LEVEL_EVERY_BLOCKS
 SinkFactory = Callable[[], AudioSink]

@@ -43,7 +43,7 @@ class VoicePrompt(Static):
         self.committed = ""
         self.tentative = ""
         self.dbfs = FLOOR_DB
-        self.hint = "Esc discards"  # how to finish: toggle or hold (tars_tui/talk.py)
+        self.hint = "Esc discards"  # how to finish: toggle or hold (tars_tui/voice/talk.py)
 
     def open(self) -> None:
         self.committed = self.tentative = ""
