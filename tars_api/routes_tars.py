@@ -12,6 +12,7 @@ import dataclasses
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as FastApiPath
 
 from memory.conversation_store import Conversation, Message
 from memory.semantic import Hit
@@ -20,7 +21,7 @@ from tars_api.chat import admit, check_text, complete_turn, sampling
 from tars_api.errors import ApiError
 from tars_api.health import health_report
 from tars_api.runtime import Runtime
-from tars_api.schemas import ChatQuery, ChatReply, RememberRequest
+from tars_api.schemas import SQL_INT_MAX, ChatQuery, ChatReply, RememberRequest
 from tars_api.turns import TurnRequest
 
 router = APIRouter(dependencies=[Depends(require_key)], tags=["TARS"])
@@ -126,7 +127,7 @@ def list_conversations(
     request: Request,
     project: str | None = None,
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=SQL_INT_MAX),
 ) -> dict[str, Any]:
     rt = runtime_of(request)
     pid = rt.project(project).id if project else None
@@ -135,7 +136,9 @@ def list_conversations(
 
 
 @router.get("/conversations/{conversation_id}", summary="One conversation with its messages")
-def get_conversation(conversation_id: int, request: Request) -> dict[str, Any]:
+def get_conversation(
+    request: Request, conversation_id: int = FastApiPath(ge=0, le=SQL_INT_MAX)
+) -> dict[str, Any]:
     rt = runtime_of(request)
     conv = rt.store.get_conversation(conversation_id)
     if conv is None:

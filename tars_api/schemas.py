@@ -14,6 +14,12 @@ OPENAI = ConfigDict(extra="ignore", strict=True)
 TARS = ConfigDict(extra="forbid", strict=True)
 
 
+# Every integer a client sends is bounded before it reaches SQLite (64-bit) or the model:
+# an unbounded one used to reach SQLite as an OverflowError (500).
+SQL_INT_MAX = 2**63 - 1
+TOKENS_MAX = 1_000_000
+
+
 class ContentPart(BaseModel):
     model_config = OPENAI
     type: str
@@ -44,7 +50,10 @@ class TarsOptions(BaseModel):
     store: bool = Field(default=True, description="Keep the exchange in the conversation store.")
     project: str | None = Field(default=None, description="Project name; default: the active one.")
     conversation_id: int | None = Field(
-        default=None, description="Continue this stored conversation (its history is the client's)."
+        default=None,
+        ge=0,
+        le=SQL_INT_MAX,
+        description="Continue this stored conversation (its history is the client's).",
     )
 
 
@@ -63,8 +72,8 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=TOKENS_MAX)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=TOKENS_MAX)
     stop: str | list[str] | None = None
     n: int | None = Field(default=None, ge=1, le=1, description="Only 1 is supported.")
     logit_bias: dict[str, float] | None = None
@@ -76,7 +85,7 @@ class EmbeddingsRequest(BaseModel):
     input: str | list[str]
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: int | None = Field(default=None, ge=1, le=65536)
 
 
 class SamplingIn(BaseModel):
@@ -85,7 +94,7 @@ class SamplingIn(BaseModel):
     model_config = TARS
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=TOKENS_MAX)
     stop: list[str] | None = Field(default=None, max_length=4)
 
 
@@ -93,7 +102,10 @@ class ChatQuery(SamplingIn):
     message: str = Field(min_length=1, description="The user's message.")
     project: str | None = Field(default=None, description="Project name; default: the active one.")
     conversation_id: int | None = Field(
-        default=None, description="Continue this conversation; default: start a new one."
+        default=None,
+        ge=0,
+        le=SQL_INT_MAX,
+        description="Continue this conversation; default: start a new one.",
     )
     memory: bool = Field(default=True, description="Recall before the reply, remember it after.")
 
@@ -127,7 +139,7 @@ class WsMessage(SamplingIn):
     type: Literal["message"]
     text: str = Field(min_length=1)
     project: str | None = None
-    conversation_id: int | None = None
+    conversation_id: int | None = Field(default=None, ge=0, le=SQL_INT_MAX)
     memory: bool = True
 
 

@@ -98,6 +98,16 @@ def test_bad_query_parameters_and_routes(server: Server) -> None:
         assert http.get("/memory/search", params={"q": "x", "k": 0}).status_code == 400
         assert http.get("/conversations", params={"limit": "many"}).status_code == 400
         assert http.get("/conversations/abc").status_code == 400
+        # Integers past SQLite's 64 bits are the client's mistake (400), not an
+        # OverflowError reaching the database (500).
+        huge = str(2**65 + 1)
+        assert http.get("/conversations", params={"offset": huge}).status_code == 400
+        assert http.get(f"/conversations/{huge}").status_code == 400
+        turn = {"message": "hi", "conversation_id": int(huge)}
+        assert http.post("/chat/query", json=turn).status_code == 400
+        chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**30}
+        assert http.post(CHAT, json=chat).status_code == 400
+        assert http.get("/health").status_code == 200  # and it goes on serving
         missing = http.get("/v2/everything")
         assert missing.status_code == 404 and "no such endpoint" in error_of(missing)["message"]
         assert http.put("/v1/models").status_code == 405
