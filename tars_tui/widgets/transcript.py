@@ -120,6 +120,21 @@ class Transcript(VerticalScroll):
     Transcript { height: 1fr; padding: 0 1; scrollbar-size-vertical: 1; }
     """
 
+    # Follow the end (a reply growing as it streams, its footer when it ends) until the
+    # user scrolls up; scrolling back to the end follows again. Not Textual's anchor():
+    # with less content than the view it scrolls to a negative offset (8.x).
+    _following = True
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        # Only a scroll moves scroll_y (content growing leaves it), so this is the user
+        # (or a scroll_end): follow again once at the end.
+        self._following = new_value >= self.max_scroll_y - 1
+
+    def watch_virtual_size(self) -> None:
+        if self._following and self.max_scroll_y > self.scroll_y:
+            self.scroll_end(animate=False, immediate=True)
+
     def add_user(self, text: str) -> UserMessage:
         widget = UserMessage(text, markup=False)
         self._add(widget)
