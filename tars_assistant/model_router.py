@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from pathlib import Path
-from typing import Any
 
 from tars_assistant import profiles
 from tars_assistant.http_engine import OpenAIEngine
@@ -212,19 +211,6 @@ class ModelRouter(EngineBase):
             sampling=sampling,
         )
 
-    def stream_with_tools(
-        self,
-        system: str,
-        history: Sequence[ChatMessage],
-        tools: Sequence[dict[str, Any]],
-        **kwargs: Any,
-    ) -> Iterator[str]:
-        """``stream`` with OpenAI function schemas; the calls land on ``reply.tool_calls``.
-        Only backends that take tools (model servers) accept them."""
-        if not isinstance(self.current, OpenAIEngine):
-            raise ModelError(f"{self.profile.name!r} (llama.cpp here) does not take tools yet")
-        return self.current.stream(system, history, tools=tools, **kwargs)
-
     # -- loading and switching -------------------------------------------------------------
 
     def load(self, path: Path | None = None) -> Loaded:
@@ -320,10 +306,6 @@ class ModelRouter(EngineBase):
         if isinstance(engine, OpenAIEngine) or not engine.is_ready:
             engine.load()
         return engine
-
-    def fallback_where(self) -> Where | None:
-        name = self.fallback_name
-        return profiles.where(profiles.resolve(self.config, name)) if name else None
 
     def close(self) -> None:
         with self._fallback_lock:

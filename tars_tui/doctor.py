@@ -21,6 +21,7 @@ class Check:
 def run_checks(config: Config) -> list[Check]:
     return [
         _check_model(config),
+        *_check_fallback(config),
         _check_llama(config),
         _check_gpu(),
         _check_builds(config),
@@ -31,15 +32,32 @@ def run_checks(config: Config) -> list[Check]:
     ]
 
 
-def _check_model(config: Config) -> Check:
+def _check_model(config: Config, name: str | None = None, label: str = "model") -> Check:
+    """The profile's model: its GGUF file here, or its server answering (model_listing)."""
+    from tars_assistant import profiles
     from tars_assistant.llm import ModelError, check_gguf, resolve_model_path
+    from tars_assistant.model_listing import probe
 
     try:
-        path = resolve_model_path(config.llm)
+        profile = profiles.resolve(config, name)
+        if profile.backend == "openai":
+            where = profiles.where(profile).label
+            state = probe(profile)
+            detail = f"profile {profile.name}: {profile.model or 'its first model'} on {where}"
+            return Check(label, state == "answers", f"{detail}: {state}")
+        path = resolve_model_path(profile.llm)
         check_gguf(path)
     except ModelError as exc:
-        return Check("model", False, str(exc))
-    return Check("model", True, f"{path} ({path.stat().st_size / 2**20:.0f} MiB)")
+        return Check(label, False, str(exc))
+    size = path.stat().st_size / 2**20
+    return Check(label, True, f"profile {profile.name}: {path} ({size:.0f} MiB)")
+
+
+def _check_fallback(config: Config) -> list[Check]:
+    if not config.llm.fallback:
+        return []
+    check = _check_model(config, config.llm.fallback, "fallback model")
+    return [Check(check.name, check.ok, check.detail, optional=True)]
 
 
 def _check_llama(config: Config) -> Check:

@@ -109,6 +109,9 @@ def test_tars_is_the_openai_backend_of_another_tars(server: Server, tmp_path: Pa
     listed = tars_env(tmp_path, config, env, "models")
     assert listed.returncode == 0, listed.stderr
     assert "other" in listed.stdout and "answers" in listed.stdout
+    doctor = tars_env(tmp_path, config, env, "doctor")
+    model_line = next(line for line in doctor.stdout.splitlines() if " model " in line)
+    assert model_line.startswith("ok") and "profile other" in model_line, doctor.stdout
 
 
 def test_ask_on_a_dead_server_uses_the_fallback(tmp_path: Path) -> None:
