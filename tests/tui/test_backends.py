@@ -14,6 +14,7 @@ from tars_assistant.http_engine import OpenAIEngine
 from tars_assistant.llm_process import ProcessEngine
 from tars_core.config import Config, ModelProfile
 from tars_tui.app import TarsApp, make_app
+from tars_tui.widgets.panels import LatencyPanel
 from tars_tui.widgets.transcript import AssistantMessage, MarkdownNote, Note, Remembered
 from tests.backends.conftest import LlamaServer, free_port, start_llama_server
 
@@ -88,6 +89,11 @@ async def test_chat_on_a_model_server_recalls_memory_and_stores_the_exchange(
         assert stored.text == reply.text and stored.model == SMOLLM
         assert stored.metrics is not None and "retrieval_ms" in stored.metrics.stages
         assert "network_ms" in stored.metrics.stages  # llama-server says its prompt time
+        rows = str(app.chat.query_one(LatencyPanel).query_one("#latency-rows").render())
+        assert "network" in rows and "TTFT" in rows  # the latency panel shows it apart
+        app.chat.run_command("/stats")
+        await pilot.pause()
+        assert any(SMOLLM in t and "network_ms" in t for t in texts(app, MarkdownNote))
         await wait_until(pilot, lambda: semantic.pending_count() == 0, timeout=30, what="exchange")
         kinds = sorted(m.kind for m in app.memory.store.list_memories(app.session.project_id))
         assert kinds == ["exchange", "fact"]
