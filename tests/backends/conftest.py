@@ -164,6 +164,30 @@ def send_json(handler: BaseHTTPRequestHandler, status: int, obj: object) -> None
 MODELS = {"object": "list", "data": [{"id": "fault-model", "object": "model"}]}
 
 
+def with_models(
+    chat: Callable[[BaseHTTPRequestHandler], None],
+) -> Callable[[BaseHTTPRequestHandler], None]:
+    """A fault server's answers: a model list as a server has, and ``chat`` for the rest."""
+
+    def respond(h: BaseHTTPRequestHandler) -> None:
+        if h.path.endswith("/models"):
+            send_json(h, 200, MODELS)
+        else:
+            chat(h)
+
+    return respond
+
+
+def event_stream(h: BaseHTTPRequestHandler, body: bytes) -> None:
+    """A 200 text/event-stream answer of ``body``, then the connection closes."""
+    h.send_response(200)
+    h.send_header("Content-Type", "text/event-stream")
+    h.send_header("Connection", "close")
+    h.end_headers()
+    h.wfile.write(body)
+    h.wfile.flush()
+
+
 @pytest.fixture
 def fault() -> Iterator[Callable[[Callable[[BaseHTTPRequestHandler], None]], FaultServer]]:
     made: list[FaultServer] = []

@@ -17,13 +17,14 @@ from tars_assistant.http_engine import OpenAIEngine, normalise_base_url
 from tars_assistant.llm import Reply
 from tars_core.config import LLMConfig
 from tests.backends.conftest import (
-    MODELS,
     FaultServer,
     LlamaServer,
+    event_stream,
     free_port,
     profile,
     send_json,
     start_llama_server,
+    with_models,
 )
 
 pytestmark = pytest.mark.slow
@@ -172,13 +173,10 @@ def test_a_key_file_others_can_read_is_refused(tmp_path: Path, llama_server: Lla
 
 
 def test_a_server_that_stalls_past_timeout_s_times_out(fault: Fault) -> None:
-    def respond(h: BaseHTTPRequestHandler) -> None:
-        if h.path.endswith("/models"):
-            send_json(h, 200, MODELS)
-        else:
-            time.sleep(20)  # never answers the chat request in time
+    def stall(h: BaseHTTPRequestHandler) -> None:
+        time.sleep(20)  # never answers the chat request in time
 
-    server = fault(respond)
+    server = fault(with_models(stall))
     engine = OpenAIEngine(profile(server.url, timeout_s=1.0))
     try:
         t0 = time.monotonic()
@@ -192,19 +190,11 @@ def test_a_server_that_stalls_past_timeout_s_times_out(fault: Fault) -> None:
 
 
 def test_a_garbage_stream_ends_with_a_clear_error_and_keeps_what_arrived(fault: Fault) -> None:
-    def respond(h: BaseHTTPRequestHandler) -> None:
-        if h.path.endswith("/models"):
-            send_json(h, 200, MODELS)
-            return
-        h.send_response(200)
-        h.send_header("Content-Type", "text/event-stream")
-        h.send_header("Connection", "close")
-        h.end_headers()
+    def garbage(h: BaseHTTPRequestHandler) -> None:
         good = b'data: {"choices":[{"delta":{"content":"Hello there"},"index":0}]}\n\n'
-        h.wfile.write(good + b"data: {this is not json\n\n")
-        h.wfile.flush()
+        event_stream(h, good + b"data: {this is not json\n\n")
 
-    server = fault(respond)
+    server = fault(with_models(garbage))
     engine = OpenAIEngine(profile(server.url))
     try:
         reply = Reply()
@@ -217,13 +207,10 @@ def test_a_garbage_stream_ends_with_a_clear_error_and_keeps_what_arrived(fault: 
 
 
 def test_a_5xx_is_transient(fault: Fault) -> None:
-    def respond(h: BaseHTTPRequestHandler) -> None:
-        if h.path.endswith("/models"):
-            send_json(h, 200, MODELS)
-        else:
-            send_json(h, 503, {"error": {"message": "loading model"}})
+    def unavailable(h: BaseHTTPRequestHandler) -> None:
+        send_json(h, 503, {"error": {"message": "loading model"}})
 
-    engine = OpenAIEngine(profile(fault(respond).url))
+    engine = OpenAIEngine(profile(fault(with_models(unavailable)).url))
     try:
         with pytest.raises(BackendError, match="loading model") as info:
             list(engine.stream("", ASK))  # type: ignore[arg-type]
@@ -260,22 +247,13 @@ def test_tool_calls_stream_through_as_openai_sends_them(fault: Fault) -> None:
         {"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]},
     ]  # fmt: skip
 
-    def respond(h: BaseHTTPRequestHandler) -> None:
-        if h.path.endswith("/models"):
-            send_json(h, 200, MODELS)
-            return
-        h.send_response(200)
-        h.send_header("Content-Type", "text/event-stream")
-        h.send_header("Connection", "close")
-        h.end_headers()
-        for d in deltas:
-            h.wfile.write(
-                f"data: {json.dumps({'choices': [{'index': 0, 'delta': d}]})}\n\n".encode()
-            )
-        end = {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
-        h.wfile.write(f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
+    def tool_call(h: BaseHTTPRequestHandler) -> None:
+        events = [{"choices": [{"index": 0, "delta": d}]} for d in deltas]
+        events.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+        body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+        event_stream(h, body.encode())
 
-    server = fault(respond)
+    server = fault(with_models(tool_call))
     tools = [{"type": "function", "function": {"name": "get_time", "parameters": {}}}]
     engine = OpenAIEngine(profile(server.url))
     try:
