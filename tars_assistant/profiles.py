@@ -26,9 +26,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tars_assistant.llm import ModelError
-from tars_core.config import DISCOVERED_PREFIX, Config, ModelProfile
+from tars_core.config import DEFAULT_PROFILE, DISCOVERED_PREFIX, Config, ModelProfile
 
-DEFAULT_PROFILE = "local"
 DISCOVERY_TIMEOUT_S = 0.5
 MAX_DISCOVERED = 200
 

@@ -25,7 +25,7 @@ import platformdirs
 from tars_core.settings.api import ApiConfig
 from tars_core.settings.llm import LLMConfig
 from tars_core.settings.memory import MemoryConfig
-from tars_core.settings.models import ModelProfile, llm_keys_for, profile_keys
+from tars_core.settings.models import DEFAULT_PROFILE, ModelProfile, llm_keys_for, profile_keys
 from tars_core.settings.node import NodeConfig
 from tars_core.settings.server import ServerConfig
 from tars_core.settings.storage import StorageConfig
@@ -303,16 +303,21 @@ def _check_routing(
     """``[llm] model`` and ``fallback`` must name profiles that exist (or Ollama's)."""
     for key in ("model", "fallback"):
         value = getattr(llm, key)
-        if not value or value in profiles or value.startswith(DISCOVERED_PREFIX):
+        if (
+            not value
+            or value in profiles
+            or value == DEFAULT_PROFILE
+            or value.startswith(DISCOVERED_PREFIX)
+        ):
             continue
-        names = ", ".join(sorted(profiles)) or "none are configured"
+        names = ", ".join(sorted({DEFAULT_PROFILE, *profiles}))
         raise ConfigError(
             sources.get(f"llm.{key}", DEFAULT_SOURCE),
             f"[llm] {key}",
             f"a [models.NAME] profile ({names}) or ollama:MODEL",
             repr(value),
         )
-    if llm.fallback and llm.fallback == llm.model:
+    if llm.fallback and llm.fallback == (llm.model or DEFAULT_PROFILE):
         raise ConfigError(
             sources.get("llm.fallback", DEFAULT_SOURCE),
             "[llm] fallback",
@@ -438,6 +443,7 @@ def _describe(value: Any) -> str:
 
 
 __all__ = [
+    "DEFAULT_PROFILE",
     "DISCOVERED_PREFIX",
     "Config",
     "ConfigError",

@@ -16,6 +16,8 @@ from tars_core.schema import setting
 from tars_core.settings.llm import LLMConfig
 
 BACKENDS = ("llama.cpp", "openai")
+# The profile that is always there: llama.cpp here with the [llm] section itself.
+DEFAULT_PROFILE = "local"
 URL_PATTERN = (
     r"https?://[^\s/]+(/\S*)?",
     "an http:// or https:// URL, e.g. http://127.0.0.1:8080/v1",

@@ -119,8 +119,7 @@ def test_ask_on_a_dead_server_uses_the_fallback(tmp_path: Path) -> None:
     config.write_text(
         '[llm]\nmodel = "gone"\nfallback = "local"\nollama_url = ""\nmax_tokens = 16\n'
         f'[node]\nendpoint = "off"\n[storage]\ndata_dir = "{tmp_path / "data"}"\n'
-        + profile_toml("gone", f"http://127.0.0.1:{free_port()}/v1")
-        + '\n[models.local]\nbackend = "llama.cpp"\n',
+        + profile_toml("gone", f"http://127.0.0.1:{free_port()}/v1"),  # local: [llm] here
         encoding="utf-8",
     )
     asked = tars_env(tmp_path, config, {}, "ask", "Say hi.")

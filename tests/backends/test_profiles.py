@@ -70,7 +70,8 @@ n_ctx = 2048
         ),
         ('[models.x]\nbase_url = "ftp://h"\n', "[models.x] base_url", "http:// or https://"),
         ('[models.x]\ncolour = "red"\n', "[models.x] colour", "one of the keys"),
-        ('[llm]\nmodel = "nope"\n', "[llm] model", "a [models.NAME] profile"),
+        ('[llm]\nmodel = "nope"\n', "[llm] model", "a [models.NAME] profile (local)"),
+        ('[llm]\nfallback = "local"\n', "[llm] fallback", "another profile than [llm] model"),
         (
             '[llm]\nmodel = "x"\nfallback = "x"\n[models.x]\nmodel_path = "/a.gguf"\n',
             "[llm] fallback",
@@ -196,3 +197,16 @@ def test_model_listing_says_when_a_server_is_down(
     assert states["local"] == "here" and states["up"] == "answers"
     assert states["down"].startswith("unreachable")
     assert states["keyless"].startswith("no key") and "NOT_SET_ANYWHERE" in states["keyless"]
+
+
+def test_local_is_always_a_profile_for_model_and_fallback(tmp_path: Path) -> None:
+    cfg = load_config(
+        config_file(
+            tmp_path,
+            '[llm]\nmodel = "gpu"\nfallback = "local"\n'
+            '[models.gpu]\nbackend = "openai"\nbase_url = "http://pc2.lan:8080/v1"\n',
+        ),
+        env={},
+    )
+    assert profiles.resolve(cfg, cfg.llm.fallback).backend == "llama.cpp"
+    assert profiles.resolve(cfg, "local").llm == cfg.llm
