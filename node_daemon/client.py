@@ -47,6 +47,22 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+SEND_RETRY_S = 0.01  # between sends that found no connected peer (see _send_when_connected)
+
+
+async def _send_when_connected(sock: zmq.asyncio.Socket, body: bytes) -> None:
+    """Send once a peer is connected (IMMEDIATE), however long the caller's timeout allows.
+
+    pyzmq can find the socket writable while a connection attempt comes and goes (nobody
+    listening yet) and the send then fails with EAGAIN; that is "not connected yet", the
+    same as a send still waiting, not an error of the call.
+    """
+    while True:
+        try:
+            await sock.send(body)
+            return
+        except zmq.Again:
+            await asyncio.sleep(SEND_RETRY_S)
 
 
 class _SocketReset(Exception):
@@ -155,7 +171,7 @@ class NodeClient(ClientBase):
             t0 = time.perf_counter()
             try:
                 async with asyncio.timeout(timeout):
-                    await sock.send(body)
+                    await _send_when_connected(sock, body)
                     reply = await fut
             except TimeoutError:
                 self._reset()
@@ -235,10 +251,20 @@ class BlockingNodeClient(ClientBase):
         sock = self._socket()
         t0 = time.perf_counter()
         deadline = t0 + timeout
-        # IMMEDIATE: with no live connection the send would block; wait for one.
-        if not sock.poll(max(0, int(1000 * (deadline - time.perf_counter()))), zmq.POLLOUT):
-            return None
-        sock.send(body, zmq.NOBLOCK)
+        # IMMEDIATE: with no live connection the send would block; wait for one. The
+        # socket can look writable while a connection attempt comes and goes, and the
+        # send then finds no peer (EAGAIN): wait again (see _send_when_connected).
+        while True:
+            left_ms = max(0, int(1000 * (deadline - time.perf_counter())))
+            if not sock.poll(left_ms, zmq.POLLOUT):
+                return None
+            try:
+                sock.send(body, zmq.NOBLOCK)
+                break
+            except zmq.Again:
+                if time.perf_counter() >= deadline:
+                    return None
+                time.sleep(SEND_RETRY_S)
         while (left := deadline - time.perf_counter()) > 0:
             if not sock.poll(max(1, int(1000 * left)), zmq.POLLIN):
                 return None
