@@ -353,7 +353,8 @@ class OpenAIEngine(EngineBase):
             ) from None
 
     async def _probe(self) -> tuple[str, int | None]:
-        ids = await self._model_ids()
+        models = await self._models()
+        ids = list(models)
         wanted = self.profile.model
         if wanted and ids and wanted not in ids:
             raise self._unknown_model(wanted, ids)
@@ -363,10 +364,14 @@ class OpenAIEngine(EngineBase):
                 f"{self.server} lists no models: set [models.{self.profile.name}] model",
                 kind="model",
             )
-        n_ctx = self.profile.context_window or await self._context_window(served)
+        n_ctx = self.profile.context_window or await self._context_window(served, models)
         return served, n_ctx
 
     async def _model_ids(self) -> list[str]:
+        return list(await self._models())
+
+    async def _models(self) -> dict[str, dict[str, Any]]:
+        """The server's model list (``/models``): each model's entry by its id."""
         try:
             resp = await self._http().get(f"{self.base_url}/models")
         except httpx.HTTPError as exc:
@@ -383,16 +388,17 @@ class OpenAIEngine(EngineBase):
             raise self._status_error(resp.status_code, resp.text[:MAX_ERROR_BODY])
         try:
             data = resp.json().get("data", [])
-            return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
+            return {str(m["id"]): m for m in data if isinstance(m, dict) and "id" in m}
         except (ValueError, AttributeError, TypeError):
             raise BackendError(
                 f"{self.server} answered /models with something that is not a model list",
                 kind="malformed",
             ) from None
 
-    async def _context_window(self, model: str) -> int | None:
+    async def _context_window(self, model: str, models: dict[str, dict[str, Any]]) -> int | None:
         """Asked where the server says: llama-server's /props, Ollama's /api/show, the
-        model list's own fields (vLLM's max_model_len). None when it does not say."""
+        model list's own fields (``models``, already fetched: vLLM's max_model_len).
+        None when it does not say."""
         client = self._http()
         try:
             resp = await client.get(f"{self.root}/props", timeout=PROBE_TIMEOUT_S)
@@ -407,14 +413,11 @@ class OpenAIEngine(EngineBase):
             )
             if resp.status_code == 200:
                 return _ollama_context(resp.json())
-            resp = await client.get(f"{self.base_url}/models", timeout=PROBE_TIMEOUT_S)
-            for m in resp.json().get("data", []):
-                if isinstance(m, dict) and m.get("id") == model:
-                    n = m.get("max_model_len") or m.get("context_length")
-                    return n if isinstance(n, int) and n > 0 else None
         except (httpx.HTTPError, ValueError, AttributeError, TypeError):
-            return None
-        return None
+            pass
+        entry = models.get(model, {})
+        n = entry.get("max_model_len") or entry.get("context_length")
+        return n if isinstance(n, int) and n > 0 else None
 
     async def _pump(
         self,

@@ -79,15 +79,12 @@ class ModelRouter(EngineBase):
             # multiprocessing's helper must start now (see ProcessEngine.__init__).
             resource_tracker.ensure_running()
         self._batch_interval_s = batch_interval_s
-        try:
-            self.profile = profiles.resolve(config, profile)
-        except ModelError:
+        if engine is not None:  # a caller's own engine (tests, benchmarks): `local`'s
             self.profile = profiles.default_profile(config)
-        if engine is not None:  # a caller's own engine (tests, benchmarks): the profile's
             self.current: BackendEngine = engine
-            self.profile = profiles.default_profile(config)
             self._owned: set[int] = set()
         else:
+            self.profile = profiles.resolve(config, profile)
             self.current = self._build(self.profile)
             self._owned = {id(self.current)}
         self.cfg = self.profile.llm
@@ -219,17 +216,13 @@ class ModelRouter(EngineBase):
         if path is not None and not isinstance(self.current, LLMEngine | ProcessEngine):
             return self.select_file(path)
         started = time.perf_counter()
-        engine = self.current
-        if isinstance(engine, OpenAIEngine):
-            engine.load()
-            loaded_path = None
-        else:
-            loaded_path = engine.load(path)
-        return self._loaded(engine, loaded_path, started)
+        return self.describe(self.current.load(path), started)
 
-    def _loaded(self, engine: BackendEngine, path: Path | None, started: float) -> Loaded:
+    def describe(self, path: Path | None, started: float) -> Loaded:
+        """The active model, loaded from ``path`` (a GGUF file, or None for a server)
+        since ``started`` (perf_counter)."""
         return Loaded(
-            name=engine.model_name,
+            name=self.current.model_name,
             profile=self.profile.name,
             where=self.where,
             path=path,
@@ -266,13 +259,11 @@ class ModelRouter(EngineBase):
                     engine.cfg = before
                     raise
                 self.profile, self.cfg = profile, profile.llm
-                return self._loaded(engine, path, started)
+                return self.describe(path, started)
             new = self._build(profile)
             new.on_death = self._on_death
             try:
-                path = None if isinstance(new, OpenAIEngine) else new.load()
-                if isinstance(new, OpenAIEngine):
-                    new.load()
+                path = new.load()
             except ModelError:
                 new.close()
                 raise
@@ -283,7 +274,7 @@ class ModelRouter(EngineBase):
                 old.on_death = None
                 old.close()
             self._owned.add(id(new))
-            return self._loaded(new, path, started)
+            return self.describe(path, started)
 
     # -- the fallback ------------------------------------------------------------------------
 
@@ -303,7 +294,7 @@ class ModelRouter(EngineBase):
                 profile = profiles.resolve(self.config, name)
                 self._fallback = (profile, self._build(profile))
             engine = self._fallback[1]
-        if isinstance(engine, OpenAIEngine) or not engine.is_ready:
+        if not engine.is_ready:
             engine.load()
         return engine
 

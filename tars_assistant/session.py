@@ -172,6 +172,7 @@ class ChatSession:
         if context and not self.engine.sends_memory:
             context = ""  # this profile's model is not sent memories (send_memory = false)
         system = f"{base}\n\n{context}" if context and base else (context or base)
+        ask = _Ask(system, history, on_piece, should_stop, sampling, logit_bias)
         notes: list[str] = []
         reply = Reply()
         reply_id_of: Callable[[], int] = lambda: turn.result()[2]  # noqa: E731
@@ -179,63 +180,25 @@ class ChatSession:
         try:
             with self.model_gate.foreground():
                 try:
-                    self._stream(
-                        engine,
-                        system,
-                        history,
-                        reply,
-                        reply_id_of,
-                        on_piece,
-                        should_stop,
-                        sampling,
-                        logit_bias,
-                        retry=True,
-                    )
+                    self._stream(engine, ask, reply, reply_id_of, retry=True)
                 except BackendError as exc:
                     if not exc.transient:
                         raise
                     fallback = self._fallback_for(exc, notes)
                     conv_id, _, reply_id = turn.result()
                     # What the failed model said stays, marked, as a crash would leave it.
-                    self.store.finish_reply(
-                        reply_id,
-                        reply.text,
-                        status="cancelled" if reply.text else "error",
-                        error=str(exc),
-                    )
+                    status = _kept_status(exc, reply)
+                    self.store.finish_reply(reply_id, reply.text, status=status, error=str(exc))
                     on_notice(notes[-1])
                     engine = fallback
                     new_id = self.store.begin_reply(conv_id, engine.model_name)
                     reply = Reply()
                     reply_id_of = lambda: new_id  # noqa: E731
-                    self._stream(
-                        engine,
-                        system,
-                        history,
-                        reply,
-                        reply_id_of,
-                        on_piece,
-                        should_stop,
-                        sampling,
-                        logit_bias,
-                        retry=False,
-                    )
-        except ModelProcessDied as exc:
-            # Not the reply's fault: keep what it said, as a cancel would, with a note.
-            conv_id = turn.result()[0]
-            self.store.finish_reply(reply_id_of(), reply.text, status="cancelled", error=str(exc))
-            self.conversation = self.store.get_conversation(conv_id)
-            raise
-        except BackendError as exc:
-            conv_id = turn.result()[0]
-            # A server that failed mid-reply: what arrived is kept, marked as cut off.
-            status: Status = "cancelled" if exc.transient and reply.text else "error"
-            self.store.finish_reply(reply_id_of(), reply.text, status=status, error=str(exc))
-            self.conversation = self.store.get_conversation(conv_id)
-            raise
+                    self._stream(engine, ask, reply, reply_id_of, retry=False)
         except ModelError as exc:
             conv_id = turn.result()[0]
-            self.store.finish_reply(reply_id_of(), reply.text, status="error", error=str(exc))
+            status = _kept_status(exc, reply)
+            self.store.finish_reply(reply_id_of(), reply.text, status=status, error=str(exc))
             self.conversation = self.store.get_conversation(conv_id)
             raise
         conv_id, _, _ = turn.result()
@@ -268,14 +231,9 @@ class ChatSession:
     def _stream(
         self,
         engine: EngineBase,
-        system: str,
-        history: Sequence[ChatMessage],
+        ask: _Ask,
         reply: Reply,
         reply_id: Callable[[], int],
-        on_piece: Callable[[str], None],
-        should_stop: Callable[[], bool],
-        sampling: Sampling | None,
-        logit_bias: dict[int, float] | None,
         *,
         retry: bool,
     ) -> None:
@@ -285,21 +243,21 @@ class ChatSession:
         while True:
             try:
                 for piece in engine.stream(
-                    system,
-                    history,
-                    should_stop=should_stop,
+                    ask.system,
+                    ask.history,
+                    should_stop=ask.should_stop,
                     reply=reply,
-                    logit_bias=logit_bias,
-                    sampling=sampling,
+                    logit_bias=ask.logit_bias,
+                    sampling=ask.sampling,
                 ):
-                    on_piece(piece)
+                    ask.on_piece(piece)
                     now = time.monotonic()
                     if now - last_checkpoint >= CHECKPOINT_INTERVAL_S:
                         self.store.checkpoint_reply(reply_id(), reply.text)
                         last_checkpoint = now
                 return
             except BackendError as exc:
-                if not (retry and exc.transient and not reply.text) or should_stop():
+                if not (retry and exc.transient and not reply.text) or ask.should_stop():
                     raise
                 retry = False
                 time.sleep(RETRY_DELAY_S)
@@ -322,6 +280,29 @@ class ChatSession:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.store.export_markdown(self.conversation.id), encoding="utf-8")
         return path
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """What one turn asks of whichever engine answers it (the model, or the fallback)."""
+
+    system: str
+    history: Sequence[ChatMessage]
+    on_piece: Callable[[str], None]
+    should_stop: Callable[[], bool]
+    sampling: Sampling | None
+    logit_bias: dict[int, float] | None
+
+
+def _kept_status(exc: ModelError, reply: Reply) -> Status:
+    """How a reply the model could not finish is stored: as cut off (its text kept, like
+    a cancel) when it was not the reply's fault — the model's process died, or a server
+    failed after it began — else as an error."""
+    if isinstance(exc, ModelProcessDied):
+        return "cancelled"
+    if isinstance(exc, BackendError) and exc.transient and reply.text:
+        return "cancelled"
+    return "error"
 
 
 def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:

@@ -20,9 +20,8 @@ from node_daemon.sysinfo import SystemReading
 from tars_assistant.builds import pc1_builds
 from tars_assistant.llm import ModelError
 from tars_assistant.memory_link import open_memory
-from tars_assistant.model_router import BackendEngine, Loaded, ModelRouter
+from tars_assistant.model_router import BackendEngine, ModelRouter
 from tars_assistant.node_link import NodeLink
-from tars_assistant.profiles import where
 from tars_assistant.session import ChatSession
 from tars_assistant.telemetry import SnapshotFn, SystemSampler
 from tars_assistant.voice.capture import FILE_DEVICE_PREFIX
@@ -332,14 +331,7 @@ class TarsApp(App[None]):
             error = self.engine.load_error or ModelError("no model loaded")
             self.post_message(ModelLoadFailed(str(error), first_load=True))
             return
-        loaded = Loaded(
-            name=path.name,
-            profile=self.engine.profile.name,
-            where=where(self.engine.profile),
-            path=path,
-            seconds=time.perf_counter() - started,
-        )
-        self.post_message(ModelLoaded(loaded, reloaded=True))
+        self.post_message(ModelLoaded(self.engine.describe(path, started), reloaded=True))
 
     def on_system_sampled(self, message: SystemSampled) -> None:
         if self.chat is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,3 +30,14 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
         if var.startswith("TARS_"):
             monkeypatch.delenv(var)
     yield home
+
+
+@pytest.fixture(scope="module")
+def llama_server() -> Iterator[Any]:
+    """llama.cpp's own server on loopback (tests/backends/conftest.py), one per module
+    that uses it, and gone after it: no idle server outlives the tests that need it."""
+    from tests.backends.conftest import start_llama_server
+
+    server = start_llama_server()
+    yield server
+    server.kill()

@@ -11,17 +11,10 @@ import openai
 import pytest
 
 from tests.api.conftest import Server, collect_sse, start_server, tars
-from tests.backends.conftest import LlamaServer, free_port, start_llama_server
+from tests.backends.conftest import LlamaServer, free_port
 
 pytestmark = pytest.mark.slow
 SMOLLM = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-@pytest.fixture(scope="module")
-def llama() -> Iterator[LlamaServer]:
-    s = start_llama_server()
-    yield s
-    s.kill()
 
 
 def profile_toml(name: str, url: str, extra: str = "") -> str:
@@ -29,10 +22,12 @@ def profile_toml(name: str, url: str, extra: str = "") -> str:
 
 
 @pytest.fixture(scope="module")
-def fronting(tmp_path_factory: pytest.TempPathFactory, llama: LlamaServer) -> Iterator[Server]:
+def fronting(
+    tmp_path_factory: pytest.TempPathFactory, llama_server: LlamaServer
+) -> Iterator[Server]:
     """`tars serve` whose model is the llama.cpp server, with its own embedded node."""
     root = tmp_path_factory.mktemp("serve-on-backend")
-    extra = profile_toml("gpu", llama.v1)
+    extra = profile_toml("gpu", llama_server.v1)
     server = start_server(
         root, node="auto", wait_node=True, llm_extra='model = "gpu"\nollama_url = ""', extra=extra
     )
@@ -68,7 +63,9 @@ def test_serve_in_front_of_a_model_server_chats_streams_and_remembers(fronting: 
     assert SMOLLM in models  # the conversation says which model wrote each reply
 
 
-def test_a_cancelled_stream_stops_the_model_server(fronting: Server, llama: LlamaServer) -> None:
+def test_a_cancelled_stream_stops_the_model_server(
+    fronting: Server, llama_server: LlamaServer
+) -> None:
     body = {
         "model": "gpu",
         "stream": True,
@@ -85,7 +82,7 @@ def test_a_cancelled_stream_stops_the_model_server(fronting: Server, llama: Llam
     import time
 
     deadline = time.monotonic() + 5
-    while llama.busy():
+    while llama_server.busy():
         assert time.monotonic() < deadline, "the model server kept generating"
         time.sleep(0.05)
 

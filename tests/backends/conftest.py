@@ -92,15 +92,6 @@ def start_llama_server(key: str | None = None) -> LlamaServer:
     raise AssertionError("llama server never became healthy")
 
 
-@pytest.fixture(scope="module")
-def llama_server() -> Iterator[LlamaServer]:
-    """One server for a module's tests that only talk to it (gone after the module, so
-    no idle server outlives the tests that need it)."""
-    server = start_llama_server()
-    yield server
-    server.kill()
-
-
 @pytest.fixture
 def own_llama_server() -> Iterator[LlamaServer]:
     """A server of the test's own, to kill."""

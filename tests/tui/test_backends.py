@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,20 +15,13 @@ from tars_core.config import Config, ModelProfile
 from tars_tui.app import TarsApp, make_app
 from tars_tui.widgets.panels import LatencyPanel
 from tars_tui.widgets.transcript import AssistantMessage, MarkdownNote, Note, Remembered
-from tests.backends.conftest import LlamaServer, free_port, start_llama_server
+from tests.backends.conftest import LlamaServer, free_port
 
 from .conftest import type_text, wait_until
 
 pytestmark = pytest.mark.slow
 SIZE = (120, 40)
 SMOLLM = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LlamaServer]:
-    s = start_llama_server()
-    yield s
-    s.kill()
 
 
 def on_server(config: Config, url: str, *, fallback: bool = False, node: str = "off") -> Config:
@@ -62,9 +54,9 @@ async def ask(pilot, app: TarsApp, text: str) -> AssistantMessage:  # type: igno
 
 
 async def test_chat_on_a_model_server_recalls_memory_and_stores_the_exchange(
-    config: Config, server: LlamaServer
+    config: Config, llama_server: LlamaServer
 ) -> None:
-    app = make_app(on_server(config, server.v1, node="auto"))
+    app = make_app(on_server(config, llama_server.v1, node="auto"))
     async with app.run_test(size=SIZE) as pilot:
         assert app.chat is not None and app.memory is not None
         assert isinstance(app.engine.current, OpenAIEngine)
@@ -100,10 +92,10 @@ async def test_chat_on_a_model_server_recalls_memory_and_stores_the_exchange(
 
 
 async def test_escape_closes_the_stream_and_the_server_stops(
-    config: Config, server: LlamaServer
+    config: Config, llama_server: LlamaServer
 ) -> None:
     config = dataclasses.replace(config, llm=dataclasses.replace(config.llm, max_tokens=400))
-    app = make_app(on_server(config, server.v1))
+    app = make_app(on_server(config, llama_server.v1))
     async with app.run_test(size=SIZE) as pilot:
         assert app.chat is not None
         await wait_until(pilot, lambda: app.engine.is_ready, what="the model server")
@@ -117,7 +109,7 @@ async def test_escape_closes_the_stream_and_the_server_stops(
         await pilot.press("escape")
         await wait_until(pilot, lambda: not screen.generating, what="the cancel")
         deadline = time.monotonic() + 3
-        while server.busy():
+        while llama_server.busy():
             assert time.monotonic() < deadline, "the server kept generating"
             await pilot.pause(0.05)
         reply = list(screen.query(AssistantMessage))[-1]
@@ -127,9 +119,9 @@ async def test_escape_closes_the_stream_and_the_server_stops(
 
 
 async def test_model_lists_profiles_and_switches_between_server_and_local(
-    config: Config, server: LlamaServer
+    config: Config, llama_server: LlamaServer
 ) -> None:
-    app = make_app(on_server(config, server.v1))
+    app = make_app(on_server(config, llama_server.v1))
     async with app.run_test(size=SIZE) as pilot:
         assert app.chat is not None
         await wait_until(pilot, lambda: app.engine.is_ready, what="the model server")
@@ -177,9 +169,9 @@ async def test_the_fallback_answers_when_the_server_is_down(config: Config) -> N
         assert models[-1] == SMOLLM
 
 
-async def test_a_project_keeps_its_own_model(config: Config, server: LlamaServer) -> None:
+async def test_a_project_keeps_its_own_model(config: Config, llama_server: LlamaServer) -> None:
     # Projects live in SQLite; a node nobody runs is enough for the memory commands.
-    app = make_app(on_server(config, server.v1, node=f"tcp://127.0.0.1:{free_port()}"))
+    app = make_app(on_server(config, llama_server.v1, node=f"tcp://127.0.0.1:{free_port()}"))
     async with app.run_test(size=SIZE) as pilot:
         assert app.chat is not None
         await wait_until(pilot, lambda: app.engine.is_ready, what="the model server")
@@ -208,7 +200,7 @@ async def test_a_project_keeps_its_own_model(config: Config, server: LlamaServer
 
 
 def test_plain_mode_chats_on_a_model_server_and_switches(
-    config: Config, server: LlamaServer
+    config: Config, llama_server: LlamaServer
 ) -> None:
     import io
 
@@ -219,7 +211,7 @@ def test_plain_mode_chats_on_a_model_server_and_switches(
     from memory.conversation_store import ConversationStore
     from tars_tui.plain import run_plain
 
-    config = on_server(config, server.v1)
+    config = on_server(config, llama_server.v1)
     out = io.StringIO()
     with create_pipe_input() as pipe:
         pipe.send_text("Say hello\r/model\r/model here\rSay hi again\r/quit\r")
@@ -241,7 +233,7 @@ def test_plain_mode_chats_on_a_model_server_and_switches(
 
 @pytest.mark.audio
 async def test_voice_in_and_spoken_replies_on_a_model_server(
-    config: Config, server: LlamaServer, tmp_path: Path
+    config: Config, llama_server: LlamaServer, tmp_path: Path
 ) -> None:
     from tars_assistant.voice import synth
     from tars_tui.widgets.transcript import UserMessage
@@ -252,7 +244,7 @@ async def test_voice_in_and_spoken_replies_on_a_model_server(
     clip = synth.compose(synth.speak(sentence, voice="en-us", speed=150), sentence, lead_s=0.6)
     mic = synth.write_wav(tmp_path / "utterance.wav", clip.samples)
     out = tmp_path / "reply.wav"
-    config = on_server(config, server.v1)
+    config = on_server(config, llama_server.v1)
     config = dataclasses.replace(
         config,
         voice=dataclasses.replace(config.voice, input_device=f"file:{mic}", auto_send=True),
